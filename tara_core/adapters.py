@@ -1,0 +1,356 @@
+"""Loading N PEFT LoRA adapters for one base model into an :class:`AdapterSet`.
+
+Input contract (DESIGN.md §4): a PEFT adapter folder with ``adapter_config.json`` and
+``adapter_model.safetensors`` (read tensor by tensor with ``safetensors.safe_open``), or a legacy
+``adapter_model.bin`` read only with ``torch.load(weights_only=True)``. Keys follow PEFT's checkpoint
+layout ``base_model.model.<module>.lora_{A,B}.weight``; non-LoRA tensors are ``modules_to_save``.
+
+Per module the set keeps the factors (B_i, A_i) and the scale s_i (α/r, or α/√r with rsLoRA, with
+``rank_pattern``/``alpha_pattern`` resolved as PEFT does), so ΔW_i = s_i B_i A_i (METHODS.md notation).
+Everything that cannot be merged as LoRA is refused with an :class:`AdapterError` naming the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .lowrank import Factors
+
+__all__ = ["AdapterError", "LoraModule", "Adapter", "AdapterSet", "load_adapter", "load_adapter_set"]
+
+CONFIG_NAME = "adapter_config.json"
+SAFETENSORS_NAME = "adapter_model.safetensors"
+BIN_NAME = "adapter_model.bin"
+PEFT_PREFIX = "base_model.model."
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
+_UNSUPPORTED_LORA = ("lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
+
+
+class AdapterError(ValueError):
+    """An adapter (or a set of adapters) that cannot be loaded or merged, with the reason."""
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One adapted module of one adapter: ΔW = scale · B @ A (2-D; convolution kernels flattened)."""
+
+    B: torch.Tensor  # (d_out, r)
+    A: torch.Tensor  # (r, d_in)
+    scale: float
+    weight_shape: tuple[int, ...]  # the base weight's shape ΔW is reshaped to (e.g. conv kernels)
+
+    @property
+    def rank(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.B.shape[0], self.A.shape[1])
+
+    def factors(self, weight: float = 1.0) -> Factors:
+        """ΔW as factors with the scale (and an optional task weight) folded into A."""
+        return Factors(self.B, self.A * (self.scale * weight))
+
+
+@dataclass
+class Adapter:
+    """One PEFT LoRA adapter: its config, per-module factors and any ``modules_to_save`` tensors."""
+
+    name: str
+    path: Path
+    config: dict
+    modules: dict[str, LoraModule]
+    extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        return {m: lm.rank for m, lm in self.modules.items()}
+
+    @property
+    def fan_in_fan_out(self) -> bool:
+        return bool(self.config.get("fan_in_fan_out", False))
+
+    @property
+    def modules_to_save(self) -> list[str]:
+        return list(self.config.get("modules_to_save") or [])
+
+
+def _pattern_value(patterns: dict, module: str, default):
+    """Resolve PEFT's ``rank_pattern``/``alpha_pattern``: exact key first, then a regex suffix match."""
+    if not patterns:
+        return default
+    if module in patterns:
+        return patterns[module]
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_config(folder: Path) -> dict:
+    cfg_path = folder / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise AdapterError(f"{folder}: no {CONFIG_NAME} (is this a PEFT adapter folder?)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise AdapterError(f"{cfg_path}: expected a JSON object")
+    peft_type = str(config.get("peft_type", "LORA")).upper()
+    if peft_type != "LORA":
+        raise AdapterError(f"{folder}: peft_type {peft_type!r} is not LoRA; only LoRA adapters can be merged")
+    if config.get("use_dora"):
+        raise AdapterError(
+            f"{folder}: DoRA adapter (use_dora=true): its magnitude vectors are not a low-rank delta "
+            "and cannot be merged as LoRA"
+        )
+    for key in ("r", "lora_alpha"):
+        if key in config and (not isinstance(config[key], (int, float)) or config[key] <= 0):
+            raise AdapterError(f"{cfg_path}: {key} must be a positive number, got {config[key]!r}")
+    return config
+
+
+def _iter_tensors(folder: Path):
+    """Yield (key, tensor) one at a time from the adapter's weight file."""
+    st_path, bin_path = folder / SAFETENSORS_NAME, folder / BIN_NAME
+    if st_path.is_file():
+        try:
+            with safe_open(str(st_path), framework="pt") as fh:
+                for key in fh.keys():
+                    yield key, fh.get_tensor(key)
+        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+            raise AdapterError(f"{st_path}: corrupt or truncated safetensors file ({exc})") from None
+    elif bin_path.is_file():
+        try:
+            state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+            raise AdapterError(
+                f"{bin_path}: cannot be read safely (only plain tensor checkpoints are accepted; "
+                f"loaded with weights_only=True): {str(exc).splitlines()[0]}"
+            ) from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise AdapterError(f"{bin_path}: expected a dict of tensors")
+        yield from state.items()
+    else:
+        raise AdapterError(f"{folder}: no {SAFETENSORS_NAME} or {BIN_NAME}")
+
+
+def _module_name(key: str, key_prefix: str | None) -> str:
+    if key_prefix and key.startswith(key_prefix):
+        key = key[len(key_prefix):]
+    elif key.startswith(PEFT_PREFIX):
+        key = key[len(PEFT_PREFIX):]
+    return key
+
+
+def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | None = None) -> Adapter:
+    """Load and validate one PEFT LoRA adapter folder (factors upcast to fp32).
+
+    Args:
+        path: the adapter folder.
+        name: display/task name (default: the folder name).
+        key_prefix: prefix to strip from keys instead of PEFT's ``base_model.model.``.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise AdapterError(f"{folder}: not a directory")
+    config = _read_config(folder)
+    raw: dict[str, dict[str, torch.Tensor]] = {}
+    extra: dict[str, torch.Tensor] = {}
+    weight_file = folder / (SAFETENSORS_NAME if (folder / SAFETENSORS_NAME).is_file() else BIN_NAME)
+    for key, tensor in _iter_tensors(folder):
+        if any(tag in key for tag in _UNSUPPORTED_LORA):
+            kind = "DoRA magnitude vector" if "magnitude" in key else "LoRA on an embedding layer"
+            raise AdapterError(f"{weight_file}: {key}: {kind} is not supported for merging")
+        if not torch.is_floating_point(tensor):
+            raise AdapterError(f"{weight_file}: {key} has non-float dtype {tensor.dtype}")
+        if not torch.isfinite(tensor).all():
+            raise AdapterError(f"{weight_file}: {key} contains NaN or Inf values")
+        match = _LORA_KEY.match(_module_name(key, key_prefix))
+        if match:
+            raw.setdefault(match["module"], {})[match["which"]] = tensor.float()
+        else:
+            extra[_module_name(key, key_prefix)] = tensor
+    if not raw:
+        raise AdapterError(f"{weight_file}: no LoRA tensors (keys '*.lora_A.weight' / '*.lora_B.weight') found")
+
+    r_default = config.get("r", 8)
+    alpha_default = config.get("lora_alpha", r_default)
+    modules: dict[str, LoraModule] = {}
+    for module, pair in sorted(raw.items()):
+        if set(pair) != {"A", "B"}:
+            missing = ({"A", "B"} - set(pair)).pop()
+            raise AdapterError(f"{weight_file}: module {module} has no lora_{missing} weight")
+        A, B = pair["A"], pair["B"]
+        weight_shape: tuple[int, ...]
+        if A.ndim == 4 and B.ndim == 4:  # Conv2d LoRA: A (r, in, kh, kw), B (out, r, 1, 1)
+            weight_shape = (B.shape[0], *A.shape[1:])
+            A, B = A.reshape(A.shape[0], -1), B.reshape(B.shape[0], B.shape[1])
+        elif A.ndim == 2 and B.ndim == 2:
+            weight_shape = (B.shape[0], A.shape[1])
+        else:
+            raise AdapterError(f"{weight_file}: {module}: unsupported LoRA weight shapes {tuple(A.shape)}, {tuple(B.shape)}")
+        r = A.shape[0]
+        if B.shape[1] != r:
+            raise AdapterError(f"{weight_file}: {module}: lora_A has rank {r} but lora_B has {B.shape[1]}")
+        r_config = _pattern_value(config.get("rank_pattern") or {}, module, r_default)
+        if r_config != r:
+            raise AdapterError(f"{weight_file}: {module}: weights have rank {r} but the config says r={r_config}")
+        alpha = _pattern_value(config.get("alpha_pattern") or {}, module, alpha_default)
+        scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+        modules[module] = LoraModule(B=B, A=A, scale=float(scale), weight_shape=weight_shape)
+    return Adapter(
+        name=name or folder.name,
+        path=folder,
+        config=config,
+        modules=modules,
+        extra_tensors=extra,
+        sha256=_file_sha256(weight_file),
+    )
+
+
+@dataclass
+class AdapterSet:
+    """N LoRA adapters on one base: the union of their modules, each with per-adapter factors.
+
+    A module that an adapter does not adapt counts as a zero delta for that adapter (``get`` is None).
+    """
+
+    adapters: list[Adapter]
+    module_names: list[str]
+    shapes: dict[str, tuple[int, int]]
+    weight_shapes: dict[str, tuple[int, ...]]
+    fan_in_fan_out: dict[str, bool]
+
+    def __len__(self) -> int:
+        return len(self.adapters)
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.adapters]
+
+    def get(self, i: int, module: str) -> LoraModule | None:
+        return self.adapters[i].modules.get(module)
+
+    def factors(self, module: str, weights: list[float] | None = None) -> list[Factors | None]:
+        """Per adapter, ΔW_i = s_i B_i A_i (times weights[i]) as factors, None where the module is absent."""
+        w = weights or [1.0] * len(self)
+        out: list[Factors | None] = []
+        for i in range(len(self)):
+            lm = self.get(i, module)
+            out.append(None if lm is None else lm.factors(w[i]))
+        return out
+
+    def total_rank(self, module: str) -> int:
+        return sum(lm.rank for a in self.adapters if (lm := a.modules.get(module)) is not None)
+
+    def summary(self) -> list[dict]:
+        """One row per adapter: name, ranks, alphas/scales, modules, modules_to_save, ‖ΔW‖_F."""
+        from .lowrank import frobenius_norm
+
+        rows = []
+        for a in self.adapters:
+            ranks = sorted(set(a.ranks.values()))
+            norms = [frobenius_norm(lm.factors()) for lm in a.modules.values()]
+            rows.append({
+                "adapter": a.name,
+                "ranks": ",".join(map(str, ranks)),
+                "lora_alpha": a.config.get("lora_alpha"),
+                "rslora": bool(a.config.get("use_rslora")),
+                "modules": len(a.modules),
+                "modules_to_save": ",".join(a.modules_to_save),
+                "delta_norm": math.sqrt(sum(n * n for n in norms)),
+                "sha256": a.sha256[:12],
+            })
+        return rows
+
+
+def build_adapter_set(adapters: list[Adapter], base_shapes: dict[str, tuple[int, ...]] | None = None) -> AdapterSet:
+    """Validate that ``adapters`` can be merged together (and onto a base, when its shapes are given)."""
+    if not adapters:
+        raise AdapterError("no adapters given: merging needs at least one adapter")
+    seen: dict[str, str] = {}
+    for a in adapters:
+        if a.sha256 in seen:
+            raise AdapterError(f"duplicate adapters: {a.path} has the same weights as {seen[a.sha256]}")
+        seen[a.sha256] = str(a.path)
+    names = [a.name for a in adapters]
+    if len(set(names)) != len(names):
+        raise AdapterError(f"adapter names must be unique, got {names}")
+
+    shapes: dict[str, tuple[int, int]] = {}
+    weight_shapes: dict[str, tuple[int, ...]] = {}
+    fifo: dict[str, bool] = {}
+    owner: dict[str, str] = {}
+    for a in adapters:
+        for module, lm in a.modules.items():
+            if module in shapes:
+                if shapes[module] != lm.shape or weight_shapes[module] != lm.weight_shape:
+                    raise AdapterError(
+                        f"adapters are for different base models: module {module} is {lm.weight_shape} in "
+                        f"{a.name} but {weight_shapes[module]} in {owner[module]}"
+                    )
+                if fifo[module] != a.fan_in_fan_out:
+                    raise AdapterError(f"module {module}: fan_in_fan_out differs between {owner[module]} and {a.name}")
+            else:
+                shapes[module], weight_shapes[module] = lm.shape, lm.weight_shape
+                fifo[module], owner[module] = a.fan_in_fan_out, a.name
+
+    if base_shapes is not None:
+        for a in adapters:
+            unknown = [m for m in a.modules if m not in base_shapes]
+            if len(unknown) == len(a.modules):
+                raise AdapterError(
+                    f"{a.path}: none of its {len(a.modules)} modules exist in the base model "
+                    f"(e.g. {unknown[0]}); is it an adapter for a different base?"
+                )
+            if unknown:
+                raise AdapterError(f"{a.path}: modules not found in the base model: {unknown[:5]}")
+        for module, wshape in weight_shapes.items():
+            base = tuple(base_shapes[module])
+            expect = wshape if not fifo[module] else (wshape[1], wshape[0], *wshape[2:])
+            if base != tuple(expect):
+                raise AdapterError(
+                    f"module {module}: adapter delta has shape {tuple(expect)} but the base weight is {base}"
+                )
+    return AdapterSet(
+        adapters=adapters,
+        module_names=sorted(shapes),
+        shapes=shapes,
+        weight_shapes=weight_shapes,
+        fan_in_fan_out=fifo,
+    )
+
+
+def load_adapter_set(
+    paths: list[str | Path],
+    names: list[str] | None = None,
+    base_shapes: dict[str, tuple[int, ...]] | None = None,
+    key_prefix: str | None = None,
+) -> AdapterSet:
+    """Load and validate N adapter folders (see :func:`load_adapter` and :func:`build_adapter_set`)."""
+    if not paths:
+        raise AdapterError("no adapters given: merging needs at least one adapter")
+    if names is not None and len(names) != len(paths):
+        raise AdapterError(f"{len(names)} names for {len(paths)} adapters")
+    adapters = [load_adapter(p, None if names is None else names[i], key_prefix) for i, p in enumerate(paths)]
+    return build_adapter_set(adapters, base_shapes)

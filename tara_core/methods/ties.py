@@ -1,0 +1,89 @@
+"""TIES-Merging (Yadav et al., NeurIPS 2023, arXiv 2306.01708), with PEFT's conventions.
+
+Per task keep the top ``density`` fraction of ΔW_i's entries by magnitude (trim); elect a sign per entry
+from the trimmed (unweighted) tasks, γ = sign(Σ_i T_i) (``total``) or sign(Σ_i sign T_i) (``frequency``);
+disjoint mean of the weighted entries that agree with γ; × λ. Exactly ``peft.utils.merge_utils.ties``.
+
+Memory is bounded by design: tasks are visited one at a time in two passes (sign mass, then agreeing
+sum and count), so a module never holds more than a few d_out × d_in buffers whatever N is.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..lowrank import Factors
+from .base import task_weights
+
+
+def magnitude_threshold(x: torch.Tensor, density: float) -> float:
+    """The smallest magnitude kept when keeping k = ⌊density·numel⌋ entries (inf when k = 0)."""
+    k = int(density * x.numel())
+    if k <= 0:
+        return float("inf")
+    if k >= x.numel():
+        return 0.0
+    return float(x.abs().flatten().kthvalue(x.numel() - k + 1).values)
+
+
+def elect_and_merge(
+    task_tensor: Callable[[int], torch.Tensor | None],
+    weights: list[float],
+    majority_sign: str,
+) -> torch.Tensor:
+    """Sign election and disjoint weighted mean over tasks produced on demand by ``task_tensor(i)``.
+
+    Equals PEFT's ``calculate_majority_sign_mask`` + ``disjoint_merge`` on the stacked tensors.
+    """
+    mass = None
+    for i in range(len(weights)):
+        t = task_tensor(i)
+        if t is None:
+            continue
+        contrib = t if majority_sign == "total" else t.sign()
+        mass = contrib.clone() if mass is None else mass.add_(contrib)
+    if mass is None:
+        raise ValueError("no task tensors to merge")
+    gamma = torch.where(mass >= 0, 1.0, -1.0)
+    del mass
+    total = torch.zeros_like(gamma)
+    count = torch.zeros_like(gamma)
+    for i, w in enumerate(weights):
+        t = task_tensor(i)
+        if t is None:
+            continue
+        agree = (t.sign() == gamma).to(t.dtype)
+        total.add_(t * agree * w)
+        count.add_(agree)
+    return total / count.clamp(min=1.0)
+
+
+def trimmed(deltas_dense: Callable[[int], torch.Tensor | None], density: float, n: int):
+    """Wrap a per-task dense producer with TIES magnitude trimming (thresholds computed once)."""
+    thresholds: dict[int, float] = {}
+
+    def produce(i: int) -> torch.Tensor | None:
+        t = deltas_dense(i)
+        if t is None or density >= 1:
+            return t
+        if i not in thresholds:
+            thresholds[i] = magnitude_threshold(t, density)
+        return torch.where(t.abs() >= thresholds[i], t, torch.zeros((), dtype=t.dtype))
+
+    return produce
+
+
+def ties(deltas: list[Factors | None], params: dict, ctx) -> torch.Tensor:
+    """Dense TIES merge of one module.
+
+    Args:
+        deltas: per task ΔW_i as factors (None where absent).
+        params: ``density``, ``majority_sign``, ``weights``, ``lambda``.
+    Returns:
+        The dense merged ΔW (generally full rank).
+    """
+    w = task_weights(params, len(deltas))
+    dense = lambda i: None if deltas[i] is None else deltas[i].materialize()  # noqa: E731
+    merged = elect_and_merge(trimmed(dense, params["density"], len(deltas)), w, params["majority_sign"])
+    return merged * params["lambda"]
