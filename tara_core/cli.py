@@ -18,7 +18,7 @@ from .base import BaseWeights
 from .export import ExportError, export
 from .methods import METHODS, MergeError, get_method, merge
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 
@@ -63,6 +63,9 @@ def cmd_methods(args) -> int:
 def cmd_merge(args) -> int:
     spec = get_method(args.method)
     params = parse_params(args.param)
+    spec.resolve(params)  # fail on bad parameters before loading anything
+    if Path(args.out).exists() and not args.overwrite:
+        raise ExportError(f"{args.out} already exists; choose another folder or pass --overwrite")
     if args.seed is not None and any(p.name == "seed" for p in spec.params):
         params.setdefault("seed", args.seed)
     base = BaseWeights.from_path(args.base) if args.base else None

@@ -33,6 +33,8 @@ def _randomize_lora(model, seed: int) -> None:
         for name, p in model.named_parameters():
             if "lora_A" in name or "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+            elif "modules_to_save" in name:  # a task's own head, different per adapter
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
 def make_adapter(base: torch.nn.Module, out: Path, seed: int, **lora_kwargs) -> Path:

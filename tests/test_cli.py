@@ -1,0 +1,101 @@
+"""The CLI: a merge that PEFT loads, ``methods``, and one clear line + exit 2 + nothing written for bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tara_core.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(argv):
+    return main([str(a) for a in argv])
+
+
+def test_help_everywhere():
+    for args in ([], ["merge"], ["methods"]):
+        proc = subprocess.run([sys.executable, "-m", "tara_core", *args, "--help"], cwd=ROOT,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+def test_methods_lists_every_method(tmp_path, capsys):
+    assert run(["methods", "--json", tmp_path / "m.json"]) == 0
+    listed = {row["method"] for row in json.loads((tmp_path / "m.json").read_text())}
+    assert {"ta", "cat", "ties", "dare-linear", "dare-ties", "knots-ta", "knots-ties", "knots-dare", "tsv",
+            "iso-c", "iso-cts", "lora-lego"} <= listed
+
+
+def test_merge_writes_adapter_and_manifest(families, tmp_path):
+    fam = families["bert"]
+    out = tmp_path / "merged"
+    code = run(["merge", "--base", fam.base_dir, "--adapters", *fam.adapters, "--method", "ties",
+                "--param", "density=0.3", "--param", "lambda=0.8", "--out", out, "--seed", 1])
+    assert code == 0
+    manifest = json.loads((out / "merge.json").read_text())
+    assert manifest["params"]["density"] == 0.3 and manifest["params"]["lambda"] == 0.8
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+
+
+def test_merge_weights_format(families, tmp_path):
+    fam = families["clip"]
+    out = tmp_path / "w"
+    assert run(["merge", "--base", fam.base_dir, "--adapters", *fam.adapters, "--method", "ta",
+                "--format", "weights", "--out", out]) == 0
+    assert (out / "merged_weights.safetensors").is_file()
+
+
+@pytest.mark.parametrize("case", [
+    "unknown_method", "unknown_param", "density_out_of_range", "bad_param_syntax", "existing_out",
+    "missing_adapter", "wrong_base", "weights_without_base", "nan_adapter",
+])
+def test_bad_input_one_line_exit_2_nothing_written(families, tmp_path, capsys, case):
+    fam = families["bert"]
+    out = tmp_path / "out"
+    args = ["merge", "--adapters", *fam.adapters, "--method", "ta", "--out", out]
+    expect = {
+        "unknown_method": "unknown method", "unknown_param": "has no parameter",
+        "density_out_of_range": "density", "bad_param_syntax": "key=value", "existing_out": "already exists",
+        "missing_adapter": "not a directory", "wrong_base": "modules exist in the base",
+        "weights_without_base": "needs the base", "nan_adapter": "NaN or Inf",
+    }[case]
+    if case == "unknown_method":
+        args[args.index("ta")] = "magic"
+    elif case == "unknown_param":
+        args += ["--param", "temperature=3"]
+    elif case == "density_out_of_range":
+        args[args.index("ta")] = "ties"
+        args += ["--param", "density=2"]
+    elif case == "bad_param_syntax":
+        args += ["--param", "lambda"]
+    elif case == "existing_out":
+        out.mkdir()
+    elif case == "missing_adapter":
+        args[2] = tmp_path / "nowhere"
+    elif case == "wrong_base":
+        args += ["--base", families["clip"].base_dir]
+    elif case == "weights_without_base":
+        args += ["--format", "weights"]
+    elif case == "nan_adapter":
+        import shutil
+
+        from safetensors.torch import load_file, save_file
+        bad = tmp_path / "nan"
+        shutil.copytree(fam.adapters[0], bad)
+        t = load_file(bad / "adapter_model.safetensors")
+        next(iter(t.values())).view(-1)[0] = float("nan")
+        save_file(t, bad / "adapter_model.safetensors")
+        args[2] = bad
+    existed = out.exists()
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert expect in err and err.strip().startswith("error:") and len(err.strip().splitlines()) <= 3
+    assert out.exists() == existed
+    if existed:
+        assert list(out.iterdir()) == []
+    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
