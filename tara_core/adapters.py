@@ -346,11 +346,18 @@ def load_adapter_set(
     names: list[str] | None = None,
     base_shapes: dict[str, tuple[int, ...]] | None = None,
     key_prefix: str | None = None,
+    base=None,
 ) -> AdapterSet:
-    """Load and validate N adapter folders (see :func:`load_adapter` and :func:`build_adapter_set`)."""
+    """Load and validate N adapter folders (see :func:`load_adapter` and :func:`build_adapter_set`).
+
+    ``base`` (a :class:`tara_core.base.BaseWeights`) or explicit ``base_shapes`` validates every module
+    against the base model's weights.
+    """
     if not paths:
         raise AdapterError("no adapters given: merging needs at least one adapter")
     if names is not None and len(names) != len(paths):
         raise AdapterError(f"{len(names)} names for {len(paths)} adapters")
     adapters = [load_adapter(p, None if names is None else names[i], key_prefix) for i, p in enumerate(paths)]
+    if base is not None and base_shapes is None:
+        base_shapes = base.shapes_for(sorted(set().union(*(a.modules for a in adapters))))
     return build_adapter_set(adapters, base_shapes)

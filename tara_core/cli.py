@@ -70,8 +70,7 @@ def cmd_merge(args) -> int:
         params.setdefault("seed", args.seed)
     base = BaseWeights.from_path(args.base) if args.base else None
     with console.status("loading adapters"):
-        adapters = load_adapter_set(args.adapters, names=args.names,
-                                    base_shapes=None if base is None else base.shapes_for(_all_modules(args.adapters)))
+        adapters = load_adapter_set(args.adapters, names=args.names, base=base)
     with console.status(f"merging {len(adapters)} adapters with {spec.name}"):
         result = merge(adapters, spec.name, **params)
     manifest = export(result, adapters, args.out, format=args.format, rank=args.rank, base=base,
@@ -86,15 +85,6 @@ def cmd_merge(args) -> int:
                   f"{result.info['seconds']:.2f} s)")
     _write_json(args.json, manifest)
     return 0
-
-
-def _all_modules(paths: list[str]) -> list[str]:
-    from .adapters import load_adapter
-
-    mods: set[str] = set()
-    for p in paths:
-        mods |= set(load_adapter(p).modules)
-    return sorted(mods)
 
 
 # ---- parser -------------------------------------------------------------------------------------------
