@@ -260,6 +260,10 @@ class AdapterSet:
             out.append(None if lm is None else lm.factors(w[i]))
         return out
 
+    def subset(self, indices: list[int]) -> "AdapterSet":
+        """The adapters at ``indices`` (e.g. one adapter alone), with their modules only."""
+        return build_adapter_set([self.adapters[i] for i in indices])
+
     def total_rank(self, module: str) -> int:
         return sum(lm.rank for a in self.adapters if (lm := a.modules.get(module)) is not None)
 

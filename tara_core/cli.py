@@ -17,6 +17,7 @@ from .adapters import AdapterError, load_adapter_set
 from .base import BaseWeights
 from .export import ExportError, export
 from .methods import METHODS, MergeError, get_method, merge
+from .zoo import ZooError, list_zoos, open_zoo
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -68,9 +69,7 @@ def cmd_merge(args) -> int:
         raise ExportError(f"{args.out} already exists; choose another folder or pass --overwrite")
     if args.seed is not None and any(p.name == "seed" for p in spec.params):
         params.setdefault("seed", args.seed)
-    base = BaseWeights.from_path(args.base) if args.base else None
-    with console.status("loading adapters"):
-        adapters = load_adapter_set(args.adapters, names=args.names, base=base)
+    base, adapters = _inputs(args)
     with console.status(f"merging {len(adapters)} adapters with {spec.name}"):
         result = merge(adapters, spec.name, **params)
     manifest = export(result, adapters, args.out, format=args.format, rank=args.rank, base=base,
@@ -87,6 +86,117 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def _inputs(args):
+    """(base weights or None, adapter set) from --zoo or --base/--adapters."""
+    if args.zoo:
+        if args.adapters:
+            raise UsageError("give either --zoo or --adapters, not both")
+        zoo = open_zoo(args.zoo)
+        return BaseWeights.from_path(zoo.manifest.base.resolve(zoo.folder)), zoo.adapters
+    if not args.adapters:
+        raise UsageError("give --zoo NAME or --adapters DIR [DIR ...]")
+    base = BaseWeights.from_path(args.base) if args.base else None
+    with console.status("loading adapters"):
+        return base, load_adapter_set(args.adapters, names=args.names, base=base)
+
+
+def method_params(items: list[str] | None, methods: list[str]) -> dict[str, dict]:
+    """--param METHOD.key=value (or key=value for every method that has it) → {method: params}."""
+    per: dict[str, dict] = {m: {} for m in methods}
+    for key, value in parse_params(items).items():
+        if "." in key:
+            method, name = key.split(".", 1)
+            if method not in per:
+                raise UsageError(f"--param {key}: {method!r} is not one of the evaluated methods")
+            per[method][name] = value
+        else:
+            hits = [m for m in methods if any(p.name == key for p in get_method(m).params)]
+            if not hits:
+                raise UsageError(f"--param {key}: none of the methods takes it")
+            for m in hits:
+                per[m][key] = value
+    return per
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, eval_rows
+
+    zoo = open_zoo(args.zoo, device=args.device)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)
+    per = method_params(args.param, methods)
+    for m in methods:
+        get_method(m).resolve(per[m])
+    individual = {t.name: t.individual_accuracy for t in zoo.manifest.tasks}
+    rows = []
+    for m in methods:
+        with console.status(f"{m}: merging and evaluating on {len(zoo.task_names)} tasks"):
+            import time
+
+            start = time.perf_counter()
+            result = merge(zoo.adapters, m, **per[m])
+            merge_s = time.perf_counter() - start
+            acc = evaluate(zoo, result, limit=args.limit)
+            total_s = time.perf_counter() - start
+        method_rows = eval_rows(m, acc, individual)
+        for r in method_rows:
+            r.update(merge_seconds=round(merge_s, 3), seconds=round(total_s, 2))
+        rows += method_rows
+        avg = method_rows[-1]["normalized_accuracy"]
+        console.print(f"{m}: average normalized accuracy {avg:.1f}% ({total_s:.1f} s)")
+    table = Table(title=f"{zoo.name}: normalized accuracy (%) = 100 · merged / individual")
+    table.add_column("method")
+    for t in [*zoo.task_names, "average"]:
+        table.add_column(t, justify="right")
+    table.add_column("s", justify="right")
+    for m in methods:
+        mr = {r["task"]: r for r in rows if r["method"] == m}
+        table.add_row(m, *[f"{mr[t]['normalized_accuracy']:.1f}" for t in [*zoo.task_names, "average"]],
+                      f"{mr['average']['seconds']:.1f}")
+    out.print(table)
+    _write_json(args.json, rows)
+    return 0
+
+
+def cmd_zoo(args) -> int:
+    if args.action == "list":
+        table = Table(title="Zoos")
+        for col in ("name", "kind", "tasks", "path"):
+            table.add_column(col)
+        for folder in list_zoos():
+            try:
+                z = open_zoo(folder, check_hashes=False)
+                table.add_row(z.name, z.manifest.kind, ", ".join(z.task_names), str(folder))
+            except ZooError as exc:
+                table.add_row(folder.name, "?", f"unreadable: {exc}", str(folder))
+        out.print(table)
+        return 0
+    if not args.name:
+        raise UsageError(f"zoo {args.action} needs a zoo NAME")
+    if args.action == "build":
+        from .recipes import build_zoo
+        from .zoo import REPO_ZOOS
+
+        target = build_zoo(args.name, Path(args.out or REPO_ZOOS), overwrite=args.overwrite, log=console.print)
+        console.print(f"built {target}")
+        return 0
+    from .evaluate import evaluate, merged_overrides  # noqa: F401
+
+    zoo = open_zoo(args.name)  # checks every file hash
+    console.print(f"{zoo.name}: {len(zoo.manifest.files)} files match their SHA-256")
+    bad = []
+    for i, task in enumerate(zoo.manifest.tasks):
+        with console.status(f"re-evaluating {task.name} with its adapter alone"):
+            acc = evaluate(zoo, merge(zoo.adapters.subset([i]), "cat"), tasks=[i])[task.name]
+        ok = abs(acc - (task.individual_accuracy or 0)) <= args.tolerance
+        console.print(f"  {task.name}: {acc:.2f}% (recorded {task.individual_accuracy:.2f}%) {'ok' if ok else 'MISMATCH'}")
+        bad += [] if ok else [task.name]
+    if bad:
+        raise ZooError(f"zoo {zoo.name}: adapters do not reproduce the recorded accuracy for {', '.join(bad)}")
+    return 0
+
+
 # ---- parser -------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tara_core", description=__doc__.splitlines()[0])
@@ -97,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("merge", help="merge adapters and write a PEFT adapter + merge.json")
+    p.add_argument("--zoo", help="a zoo name or folder (its base and adapters)")
     p.add_argument("--base", help="base model folder or checkpoint (validates shapes; needed for --format weights)")
-    p.add_argument("--adapters", nargs="+", required=True, metavar="DIR", help="PEFT adapter folders")
+    p.add_argument("--adapters", nargs="+", metavar="DIR", help="PEFT adapter folders")
     p.add_argument("--names", nargs="+", help="task names for the adapters (default: folder names)")
     p.add_argument("--method", required=True, help=f"one of: {', '.join(METHODS)}")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
@@ -112,6 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", help="also write merge.json's content to this file")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("eval", help="merge a zoo's adapters with each method and report test accuracy")
+    p.add_argument("--zoo", required=True, help="zoo name or folder")
+    p.add_argument("--methods", default="ta,ties,knots-ties,tsv,iso-c", help="comma-separated method names")
+    p.add_argument("--param", action="append", metavar="[METHOD.]KEY=VALUE",
+                   help="method parameter; KEY=VALUE applies to every method that takes KEY")
+    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write tidy rows {method, task, accuracy, individual_accuracy, normalized_accuracy}")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("zoo", help="list, build or verify zoos")
+    p.add_argument("action", choices=("list", "build", "verify"))
+    p.add_argument("name", nargs="?", help="zoo name (or folder, for verify)")
+    p.add_argument("--out", help="build: parent folder (default: the repo's zoos/)")
+    p.add_argument("--overwrite", action="store_true", help="build: replace an existing zoo")
+    p.add_argument("--tolerance", type=float, default=0.5, help="verify: allowed accuracy difference (points)")
+    p.set_defaults(func=cmd_zoo)
     return parser
 
 
@@ -119,6 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (AdapterError, MergeError, ExportError, UsageError, FileNotFoundError) as exc:
+    except (AdapterError, MergeError, ExportError, UsageError, ZooError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         return 2

@@ -64,6 +64,9 @@ class atomic_dir:
             raise ExportError(f"{self.target} already exists; choose another folder or pass overwrite")
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder normal permissions
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -1,0 +1,45 @@
+"""HF transformer encoders (BERT family, e.g. all-MiniLM-L6-v2) with mean pooling, as sentence encoders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.func import functional_call
+
+__all__ = ["TextEncoder"]
+
+
+class TextEncoder:
+    """A frozen HF encoder; features = mean of the last hidden states over non-padding tokens.
+
+    ``max_length`` truncates inputs (a deliberate speed/accuracy trade-off recorded in the zoo).
+    """
+
+    def __init__(self, path: str | Path, max_length: int = 32, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = str(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = AutoModel.from_pretrained(self.path).to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.max_length = max_length
+        self.device = device
+
+    def adapted_modules(self) -> dict[str, torch.nn.Module]:
+        return {n: m for n, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+    def preprocess(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(inputs), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def features(self, batch: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None,
+                 model: torch.nn.Module | None = None) -> torch.Tensor:
+        model = model or self.model
+        if weights:
+            hidden = functional_call(model, weights, args=(), kwargs=batch, strict=False).last_hidden_state
+        else:
+            hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)

