@@ -1,0 +1,133 @@
+"""Zoos: loading, verification, tampering, disjoint splits, and evaluation against an independent path."""
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tara_core.cli import main
+from tara_core.evaluate import evaluate
+from tara_core.methods import merge
+from tara_core.recipes.demo_text import split_indices
+from tara_core.zoo import REPO_ZOOS, ZooError, open_zoo
+from zoo_fixture import build_tiny_zoo
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory):
+    return build_tiny_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+def test_tiny_zoo_opens_and_verifies(tiny_zoo):
+    zoo = open_zoo(tiny_zoo)
+    assert zoo.task_names == ["task0", "task1", "task2"]
+    assert not zoo.verify_hashes()
+    assert [h.num_classes for h in zoo.heads] == [2, 3, 4]
+    assert main(["zoo", "verify", str(tiny_zoo)]) == 0
+
+
+def test_hand_checked_base_accuracy_is_exactly_half(tiny_zoo):
+    zoo = open_zoo(tiny_zoo)
+    assert evaluate(zoo, None, tasks=[0])["task0"] == pytest.approx(50.0)
+    assert zoo.manifest.tasks[0].base_accuracy == pytest.approx(50.0)
+
+
+def test_eval_matches_peft_merge_and_unload(tiny_zoo):
+    """Our functional W0+ΔW path vs PEFT's own merged model, head and pooling written out here."""
+    from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
+
+    zoo = open_zoo(tiny_zoo)
+    for i, name in enumerate(zoo.task_names):
+        base = AutoModel.from_pretrained(tiny_zoo / "base").eval()
+        merged = PeftModel.from_pretrained(base, tiny_zoo / "adapters" / name).merge_and_unload().eval()
+        tok = AutoTokenizer.from_pretrained(tiny_zoo / "base")
+        data = zoo.data[i]
+        enc = tok(data.test_inputs, padding=True, truncation=True, max_length=16, return_tensors="pt")
+        with torch.no_grad():
+            h = merged(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        feats = (h * m).sum(1) / m.sum(1)
+        logits = 5.0 * F.normalize(feats, dim=-1) @ F.normalize(zoo.heads[i].weight, dim=-1).T
+        expected = 100.0 * float((logits.argmax(-1) == data.test_labels).float().mean())
+        ours = evaluate(zoo, merge(zoo.adapters.subset([i]), "cat"), tasks=[i])[name]
+        assert ours == pytest.approx(expected)
+        assert zoo.manifest.tasks[i].individual_accuracy == pytest.approx(expected, abs=0.01)
+
+
+def test_eval_cli_writes_tidy_rows(tiny_zoo, tmp_path):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--zoo", str(tiny_zoo), "--methods", "ta,ties", "--param", "ties.density=0.5",
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 * 4
+    for r in rows:
+        assert {"method", "task", "accuracy", "individual_accuracy", "normalized_accuracy"} <= set(r)
+    avg = [r for r in rows if r["method"] == "ta" and r["task"] == "average"][0]
+    per = [r["normalized_accuracy"] for r in rows if r["method"] == "ta" and r["task"] != "average"]
+    assert avg["normalized_accuracy"] == pytest.approx(sum(per) / 3)
+
+
+def test_tampered_file_is_detected(tiny_zoo, tmp_path):
+    copy_dir = tmp_path / "tampered"
+    shutil.copytree(tiny_zoo, copy_dir)
+    f = copy_dir / "adapters" / "task1" / "adapter_model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ZooError, match="files changed or missing.*task1"):
+        open_zoo(copy_dir)
+    assert main(["zoo", "verify", str(copy_dir)]) == 2
+
+
+def test_corrupt_manifest_and_data(tiny_zoo, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_zoo, bad)
+    manifest = json.loads((bad / "zoo.json").read_text())
+    manifest["tasks"][0]["classes"] = "not a list"
+    (bad / "zoo.json").write_text(json.dumps(manifest))
+    with pytest.raises(ZooError, match="invalid manifest at tasks.0.classes"):
+        open_zoo(bad)
+    (bad / "zoo.json").write_text("{")
+    with pytest.raises(ZooError, match="invalid manifest"):
+        open_zoo(bad)
+    with pytest.raises(ZooError, match="no zoo named 'missing-zoo'"):
+        open_zoo("missing-zoo")
+
+
+def test_labels_outside_classes_are_refused(tiny_zoo, tmp_path):
+    bad = tmp_path / "labels"
+    shutil.copytree(tiny_zoo, bad)
+    f = bad / "data" / "task0.json.gz"
+    payload = json.loads(gzip.decompress(f.read_bytes()))
+    payload["test"]["labels"][0] = 7
+    f.write_bytes(gzip.compress(json.dumps(payload).encode()))
+    zoo = open_zoo(bad, check_hashes=False)
+    with pytest.raises(ZooError, match="labels outside"):
+        zoo.data
+
+
+def test_split_indices_are_disjoint_and_deduplicated():
+    texts = [f"text {i % 50}" for i in range(200)] + ["Text  1", "TEXT 2"]
+    train, val, test = split_indices(texts, seed=3, sizes=(10, 10, 100))
+    assert not (set(train) & set(val)) and not (set(train) & set(test)) and not (set(val) & set(test))
+    norm = {i: " ".join(texts[i].lower().split()) for i in train + val + test}
+    assert len(set(norm.values())) == len(norm) == 50
+    assert split_indices(texts, 3, (10, 10, 100)) == (train, val, test)
+
+
+@pytest.mark.skipif(not (REPO_ZOOS / "demo-text" / "zoo.json").is_file(), reason="demo-text not built")
+def test_demo_text_zoo_is_shipped_consistent_and_disjoint():
+    zoo = open_zoo("demo-text")  # every file hash checked
+    assert len(zoo.task_names) >= 6
+    assert len({len(t.classes) for t in zoo.manifest.tasks}) >= 4  # different label spaces
+    for t, data in zip(zoo.manifest.tasks, zoo.data):
+        norm = lambda s: " ".join(s.lower().split())  # noqa: E731
+        assert not ({norm(x) for x in data.val} & {norm(x) for x in data.test_inputs})
+        chance = 100.0 / len(t.classes)
+        assert t.individual_accuracy > max(chance + 10, t.base_accuracy + 3)
