@@ -14,4 +14,4 @@ rows = [{
     "exact low-rank": m.exact_lowrank,
     "paper": m.paper,
 } for m in METHODS.values()]
-st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
