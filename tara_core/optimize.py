@@ -1,0 +1,256 @@
+"""The one optimizer TARA-A, TARA-B and AdaMerging share (TARA.md §6.3–6.4).
+
+Each step draws one unlabeled batch from **every** task (``batch_size`` per task, a seeded order per task),
+runs them through the merged model in a single forward (the backbone is shared; each task uses its own
+head), and takes an AdamW step (lr 1e-3, weight decay 0.01 as in PyTorch's default) on the scalarized
+entropies. φ starts at ``phi_init`` = 0.4 everywhere (Task Arithmetic with λ = 0.4) or at a previous φ
+(**warm start**, when only ρ changed). A progress callback sees (step, total, losses) and a cancel check
+is polled before every step; a cancelled run returns the best φ seen so far.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .adapters import AdapterSet
+from .methods import MergeError, MergeResult
+from .objective import entropy, scalarize, validate_rho
+from .tara import Parameterization, build_parameterization, choose_mode, install_side_path_hooks, side_paths
+
+__all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "task_entropies", "parse_config"]
+
+
+class OptimizeConfig(BaseModel):
+    """Settings of a data-driven merge; unknown names and out-of-range values are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(250, ge=0, description="optimization steps (the reference code: 5 epochs × 50 = 250)")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (PyTorch's default; pulls φ to 0)")
+    batch_size: int = Field(16, ge=1, description="unlabeled examples per task per step")
+    phi_init: float = Field(0.4, description="initial coefficient (0.4 = Task Arithmetic with λ = 0.4)")
+    scalarization: Literal["stch", "stch-abs", "linear"] = "stch"
+    alpha: float = Field(1.0, gt=0, description="STCH temperature α")
+    seed: int = Field(0, description="seed of the data order")
+    clamp_min: float | None = Field(None, description="optional lower bound on φ (default: unconstrained)")
+    clamp_max: float | None = Field(None, description="optional upper bound on φ")
+    mode: Literal["auto", "materialized", "side"] = Field("auto", description="how each module applies ΔW(φ)")
+    bf16: bool = Field(False, description="bf16 autocast (CUDA)")
+
+
+def parse_config(params: dict) -> OptimizeConfig:
+    try:
+        return OptimizeConfig(**params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(x) for x in first["loc"]) or "parameters"
+        if first["type"] == "extra_forbidden":
+            raise MergeError(f"unknown parameter {name!r}; known: {sorted(OptimizeConfig.model_fields)}") from None
+        raise MergeError(f"parameter {name!r}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+@dataclass
+class MergeData:
+    """What a data-driven merge sees: the backbone, each task's head, unlabeled inputs and anchors z_i."""
+
+    backbone: object
+    heads: list
+    val: list[list]
+    anchors: torch.Tensor | None
+    names: list[str]
+
+    @classmethod
+    def from_zoo(cls, zoo, tasks: Sequence[int] | None = None) -> "MergeData":
+        tasks = list(range(len(zoo.task_names))) if tasks is None else list(tasks)
+        infos = [zoo.manifest.tasks[i] for i in tasks]
+        z = [t.anchor_entropy for t in infos]
+        anchors = None if any(v is None for v in z) else torch.tensor(z, dtype=torch.float32)
+        return cls(zoo.backbone, [zoo.heads[i] for i in tasks], [zoo.data[i].val for i in tasks], anchors,
+                   [t.name for t in infos])
+
+
+@dataclass
+class OptimizeResult:
+    variant: str
+    rho: list[float]
+    phi: dict[str, torch.Tensor]
+    best_phi: dict[str, torch.Tensor]
+    best_step: int
+    history: list[dict] = field(default_factory=list)
+    steps_run: int = 0
+    cancelled: bool = False
+    seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+
+    def final_losses(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def _modes(param: Parameterization, tokens: int, mode: str) -> dict[str, str]:
+    if mode != "auto":
+        return {m: mode for m in param.modules}
+    return {m: choose_mode(p, tokens) for m, p in param.modules.items()}
+
+
+def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torch.Tensor], batches: list[list],
+                   modes: dict[str, str] | None = None, fan_in_fan_out: dict[str, bool] | None = None) -> torch.Tensor:
+    """Mean predictive entropy per task (N) of the merged model ΔW(φ) on one batch per task."""
+    bb = data.backbone
+    sizes = [len(b) for b in batches]
+    batch = bb.preprocess([x for b in batches for x in b])
+    if modes is None:
+        modes = _modes(param, int(batch["input_ids"].numel()) if "input_ids" in batch else sum(sizes), "auto")
+    overrides, paths = {}, {}
+    fifo = fan_in_fan_out or {}
+    for m, p in param.modules.items():
+        g = param.gate(phi, m)
+        if modes[m] == "side":
+            paths[m] = (lambda x, p=p, g=g: p.side(g, x))
+        else:
+            w0 = bb.model.get_submodule(m).weight
+            d = p.delta(g)
+            overrides[f"{m}.weight"] = w0 + (d.T if fifo.get(m) else d).reshape(w0.shape)
+    if paths:
+        install_side_path_hooks(bb.model, list(paths))
+    with side_paths(paths):
+        feats = bb.features(batch, overrides or None)
+    out, start = [], 0
+    for head, n in zip(data.heads, sizes):
+        out.append(entropy(head(feats[start:start + n])).mean())
+        start += n
+    return torch.stack(out)
+
+
+class _Sampler:
+    """Seeded, cycling, without-replacement batches per task."""
+
+    def __init__(self, sizes: list[int], batch_size: int, seed: int):
+        self.gens = [torch.Generator().manual_seed(seed * 7919 + i) for i in range(len(sizes))]
+        self.sizes, self.bs = sizes, batch_size
+        self.orders = [torch.randperm(n, generator=g) for n, g in zip(sizes, self.gens)]
+        self.pos = [0] * len(sizes)
+
+    def next(self, i: int) -> list[int]:
+        n = self.sizes[i]
+        bs = min(self.bs, n)
+        if self.pos[i] + bs > n:
+            self.orders[i], self.pos[i] = torch.randperm(n, generator=self.gens[i]), 0
+        idx = self.orders[i][self.pos[i]:self.pos[i] + bs].tolist()
+        self.pos[i] += bs
+        return idx
+
+
+def optimize(
+    data: MergeData,
+    adapters: AdapterSet,
+    variant: str,
+    rho: Sequence[float] | None = None,
+    config: OptimizeConfig | dict | None = None,
+    warm_start: dict[str, torch.Tensor] | None = None,
+    param: Parameterization | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> OptimizeResult:
+    """Learn φ for ``variant`` under preference ``rho`` (TARA.md §6).
+
+    Args:
+        data: backbone, heads, unlabeled val inputs and anchors of the N tasks.
+        adapters: the N adapters (same order as ``data``).
+        variant: 'tara-a', 'tara-b', 'adamerging-layer' or 'adamerging-task'.
+        rho: task preference (validated and normalized; uniform by default).
+        config: :class:`OptimizeConfig` or a dict of its fields.
+        warm_start: a previous φ (same variant and adapters) to start from instead of ``phi_init``.
+        param: a prebuilt :class:`Parameterization` (reuse the per-module SVDs across runs).
+        progress: called after every step with (step, total, {"loss", <task>: entropy, ...}).
+        should_cancel: polled before every step; True stops the run and returns the best φ so far.
+    """
+    cfg = config if isinstance(config, OptimizeConfig) else parse_config(dict(config or {}))
+    n = len(adapters)
+    if len(data.heads) != n:
+        raise MergeError(f"{len(data.heads)} tasks of data for {n} adapters")
+    rho_t = validate_rho(rho, n)
+    clamp = None
+    if cfg.clamp_min is not None or cfg.clamp_max is not None:
+        clamp = (cfg.clamp_min if cfg.clamp_min is not None else -float("inf"),
+                 cfg.clamp_max if cfg.clamp_max is not None else float("inf"))
+    if param is None:
+        param = build_parameterization(adapters, variant, cfg.phi_init, clamp)
+    elif param.variant != variant:
+        raise MergeError(f"prebuilt parameterization is {param.variant!r}, not {variant!r}")
+    param.clamp = clamp
+    if cfg.scalarization != "linear" and data.anchors is None:
+        raise MergeError(f"scalarization {cfg.scalarization!r} needs anchors z_i; use scalarization=linear")
+    if warm_start is not None:
+        if set(warm_start) != set(param.shapes) or any(warm_start[k].shape != param.shapes[k] for k in warm_start):
+            raise MergeError("warm_start φ does not match this variant and adapter set")
+        start_phi = {k: v.detach().clone().float() for k, v in warm_start.items()}
+    else:
+        start_phi = param.initial(cfg.phi_init)
+    phi = {k: v.requires_grad_(True) for k, v in start_phi.items()}
+    best_phi = {k: v.detach().clone() for k, v in phi.items()}
+    opt = torch.optim.AdamW(list(phi.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = _Sampler([len(v) for v in data.val], cfg.batch_size, cfg.seed)
+    device_type = "cuda" if str(getattr(data.backbone, "device", "cpu")).startswith("cuda") else "cpu"
+    result = OptimizeResult(variant, rho_t.tolist(), phi, best_phi, 0, config=cfg.model_dump())
+    best_loss = float("inf")
+    modes = None
+    start = time.perf_counter()
+    for step in range(cfg.steps):
+        if should_cancel is not None and should_cancel():
+            result.cancelled = True
+            break
+        batches = [[v[j] for j in sampler.next(i)] for i, v in enumerate(data.val)]
+        if modes is None:
+            probe = data.backbone.preprocess([x for b in batches for x in b])
+            tokens = int(probe["input_ids"].numel()) if "input_ids" in probe else sum(map(len, batches))
+            modes = _modes(param, tokens, cfg.mode)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            H = task_entropies(data, param, phi, batches, modes, adapters.fan_in_fan_out)
+        loss = scalarize(H.float(), rho_t, data.anchors, cfg.scalarization, cfg.alpha)
+        if float(loss) < best_loss:  # loss of the φ *before* this step's update
+            best_loss = float(loss)
+            result.best_step = step
+            result.best_phi = {k: v.detach().clone() for k, v in phi.items()}
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        flat = torch.cat([v.detach().flatten() for v in phi.values()])
+        record = {"step": step, "loss": float(loss), **{nm: float(h) for nm, h in zip(data.names, H)},
+                  "phi_mean": float(flat.mean()), "phi_std": float(flat.std()) if flat.numel() > 1 else 0.0,
+                  "phi_min": float(flat.min()), "phi_max": float(flat.max())}
+        result.history.append(record)
+        result.steps_run = step + 1
+        if progress is not None:
+            progress(step + 1, cfg.steps, record)
+    result.seconds = time.perf_counter() - start
+    final = result.best_phi if result.cancelled else {k: v.detach().clone() for k, v in phi.items()}
+    result.phi = final
+    result.modes = modes or {}
+    result.param = param
+    return result
+
+
+def to_merge_result(result: OptimizeResult, adapters: AdapterSet, method: str | None = None) -> MergeResult:
+    """The learned merge as a :class:`MergeResult` (exact factors; φ kept as coefficients)."""
+    param = result.param
+    deltas = param.deltas(result.phi)
+    return MergeResult(
+        method=method or result.variant,
+        params={**result.config, "rho": result.rho},
+        deltas=dict(deltas),
+        adapter_names=adapters.names,
+        adapter_hashes=[a.sha256 for a in adapters.adapters],
+        weight_shapes=dict(adapters.weight_shapes),
+        fan_in_fan_out=dict(adapters.fan_in_fan_out),
+        coefficients={k: v.detach() for k, v in result.phi.items()},
+        info={"seconds": result.seconds, "steps_run": result.steps_run, "cancelled": result.cancelled,
+              "best_step": result.best_step, "num_coefficients": param.num_parameters,
+              "final_losses": result.final_losses()},
+    )
+
+
+__all__ += ["to_merge_result"]

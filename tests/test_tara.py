@@ -1,0 +1,187 @@
+"""TARA-A/B and AdaMerging: identities with the data-free methods, gradients, determinism, preference control."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tara_core.methods import MergeError, merge
+from tara_core.objective import ObjectiveError, scalarize, validate_rho
+from tara_core.optimize import MergeData, optimize, task_entropies, to_merge_result
+from tara_core.tara import build_parameterization
+from tara_core.zoo import open_zoo
+from zoo_fixture import build_tiny_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return open_zoo(build_tiny_zoo(tmp_path_factory.mktemp("tarazoo")))
+
+
+def _close(a, b, tol=1e-5):
+    scale = max(float(b.abs().max()), 1e-12)
+    assert float((a - b).abs().max()) <= tol * scale
+
+
+@pytest.mark.parametrize("c", [0.4, 0.7, -0.3])
+def test_tara_b_constant_phi_zero_steps_equals_task_arithmetic(zoo, c):
+    res = optimize(MergeData.from_zoo(zoo), zoo.adapters, "tara-b", config={"phi_init": c, "steps": 0})
+    tara = to_merge_result(res, zoo.adapters)
+    ta = merge(zoo.adapters, "ta", **{"lambda": c})
+    for m in zoo.adapters.module_names:
+        _close(tara.dense(m), ta.dense(m))
+
+
+@pytest.mark.parametrize("variant", ["tara-a", "adamerging-layer", "adamerging-task"])
+def test_constant_phi_one_equals_cat(zoo, variant):
+    param = build_parameterization(zoo.adapters, variant)
+    deltas = param.deltas(param.initial(1.0))
+    cat = merge(zoo.adapters, "cat")
+    for m in zoo.adapters.module_names:
+        _close(deltas[m].materialize(), cat.dense(m))
+
+
+def test_tara_b_coefficient_layout_matches_paper_formula(zoo):
+    """ΔW = Σ_i Σ_k φ_ik σ_k u_k v_kiᵀ with φ in the order [task 1: k=1..R, task 2: ...] (dense check)."""
+    from tara_core.lowrank import hconcat_svd
+
+    param = build_parameterization(zoo.adapters, "tara-b")
+    m = zoo.adapters.module_names[0]
+    K = param.modules[m].K
+    phi = {k: torch.randn(s, generator=torch.Generator().manual_seed(1)) for k, s in param.shapes.items()}
+    got = param.deltas(phi)[m].materialize()
+    svd = hconcat_svd(zoo.adapters.factors(m), rank=K // len(zoo.adapters))
+    R = svd.rank
+    ref = sum(phi[m][i * R + k] * svd.S[k] * torch.outer(svd.U[:, k], svd.Vh_blocks[i][k])
+              for i in range(len(zoo.adapters)) for k in range(R))
+    _close(got, ref, 1e-4)
+
+
+def test_side_path_and_materialized_agree(zoo):
+    data = MergeData.from_zoo(zoo)
+    param = build_parameterization(zoo.adapters, "tara-b")
+    g = torch.Generator().manual_seed(0)
+    phi = {k: (0.4 + 0.2 * torch.randn(s, generator=g)).requires_grad_(True) for k, s in param.shapes.items()}
+    batches = [v[:4] for v in data.val]
+    out = {}
+    for mode in ("side", "materialized"):
+        H = task_entropies(data, param, phi, batches, {m: mode for m in param.modules})
+        grads = torch.autograd.grad(H.sum(), list(phi.values()))
+        out[mode] = (H.detach(), grads)
+    _close(out["side"][0], out["materialized"][0], 1e-5)
+    for a, b in zip(out["side"][1], out["materialized"][1]):
+        _close(a, b, 1e-4)
+
+
+def test_gradient_matches_finite_differences(tmp_path):
+    zoo64 = open_zoo(build_tiny_zoo(tmp_path))
+    zoo64.backbone.model.double()
+    for h in zoo64.heads:
+        h.weight = h.weight.double()
+    data = MergeData.from_zoo(zoo64)
+    for variant in ("tara-a", "tara-b"):
+        param = build_parameterization(zoo64.adapters, variant)
+        for p in param.modules.values():
+            p.L, p.Rt = p.L.double(), p.Rt.double()
+        phi = {k: torch.full(s, 0.4, dtype=torch.float64, requires_grad=True) for k, s in param.shapes.items()}
+        batches = [v[:4] for v in data.val]
+        rho = validate_rho([0.5, 0.3, 0.2], 3)
+
+        def objective(ph):
+            return scalarize(task_entropies(data, param, ph, batches), rho, data.anchors.double(), "stch", 1.0)
+
+        grad = torch.autograd.grad(objective(phi), list(phi.values()))
+        key = list(phi)[0]
+        for j in (0, 3):
+            eps = 1e-6
+            plus = {k: v.detach().clone() for k, v in phi.items()}
+            minus = {k: v.detach().clone() for k, v in phi.items()}
+            plus[key][j] += eps
+            minus[key][j] -= eps
+            fd = (objective(plus) - objective(minus)) / (2 * eps)
+            assert float(grad[0][j]) == pytest.approx(float(fd), rel=1e-4, abs=1e-9)
+
+
+def test_same_seed_same_phi(zoo):
+    data = MergeData.from_zoo(zoo)
+    cfg = {"steps": 5, "batch_size": 4, "seed": 3}
+    a = optimize(data, zoo.adapters, "tara-a", config=cfg)
+    b = optimize(data, zoo.adapters, "tara-a", config=cfg)
+    c = optimize(data, zoo.adapters, "tara-a", config={**cfg, "seed": 4})
+    assert all(torch.equal(a.phi[k], b.phi[k]) for k in a.phi)
+    assert any(not torch.equal(a.phi[k], c.phi[k]) for k in a.phi)
+
+
+def test_one_hot_rho_lowers_its_task_entropy(zoo):
+    data = MergeData.from_zoo(zoo)
+    cfg = {"steps": 40, "batch_size": 8, "lr": 1e-2}
+    uniform = optimize(data, zoo.adapters, "tara-b", rho=[1, 1, 1], config=cfg)
+    focused = optimize(data, zoo.adapters, "tara-b", rho=[0, 0, 1], config=cfg)
+    param = uniform.param
+    full = [v for v in data.val]
+    h_uniform = task_entropies(data, param, uniform.phi, full)[2]
+    h_focused = task_entropies(data, param, focused.phi, full)[2]
+    assert float(h_focused) < float(h_uniform)
+
+
+def test_cancel_stops_within_one_step_and_returns_best(zoo):
+    data = MergeData.from_zoo(zoo)
+    calls = {"n": 0}
+
+    def cancel_after_three():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    res = optimize(data, zoo.adapters, "tara-a", config={"steps": 50, "batch_size": 4, "lr": 0.05},
+                   should_cancel=cancel_after_three)
+    assert res.cancelled and res.steps_run == 3
+    losses = [h["loss"] for h in res.history]
+    assert res.best_step == min(range(3), key=losses.__getitem__)
+    assert all(torch.equal(res.phi[k], res.best_phi[k]) for k in res.phi)
+
+
+def test_warm_start_continues_from_previous_phi(zoo):
+    data = MergeData.from_zoo(zoo)
+    first = optimize(data, zoo.adapters, "tara-b", config={"steps": 3, "batch_size": 4})
+    again = optimize(data, zoo.adapters, "tara-b", config={"steps": 0}, warm_start=first.phi, param=first.param)
+    assert all(torch.equal(first.phi[k], again.phi[k]) for k in first.phi)
+    with pytest.raises(MergeError, match="warm_start"):
+        optimize(data, zoo.adapters, "tara-b", config={"steps": 1}, warm_start={"x": torch.zeros(2)})
+
+
+def test_progress_callback(zoo):
+    seen = []
+    optimize(MergeData.from_zoo(zoo), zoo.adapters, "adamerging-task", config={"steps": 3, "batch_size": 2},
+             progress=lambda s, t, losses: seen.append((s, t, set(losses))))
+    assert [s for s, _, _ in seen] == [1, 2, 3] and seen[0][1] == 3
+    assert {"loss", "task0", "task1", "task2"} <= seen[0][2]
+
+
+@pytest.mark.parametrize("rho, match", [
+    ([1, 2], "2 values but there are 3"), ([1, -1, 1], "non-negative"), ([0, 0, 0], "positive entry"),
+    ([1, float("nan"), 1], "finite"), ([1, float("inf"), 1], "finite"),
+])
+def test_bad_rho(zoo, rho, match):
+    with pytest.raises(ObjectiveError, match=match):
+        optimize(MergeData.from_zoo(zoo), zoo.adapters, "tara-a", rho=rho, config={"steps": 1})
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"steps": -1}, "steps"), ({"lr": 0}, "lr"), ({"temperature": 2}, "unknown parameter 'temperature'"),
+    ({"scalarization": "max"}, "scalarization"), ({"batch_size": 0}, "batch_size"), ({"alpha": -1}, "alpha"),
+])
+def test_bad_parameters(zoo, params, match):
+    with pytest.raises(MergeError, match=match):
+        optimize(MergeData.from_zoo(zoo), zoo.adapters, "tara-a", config=params)
+
+
+def test_rho_is_normalized_and_scalarizations():
+    rho = validate_rho([2, 6], 2)
+    assert torch.allclose(rho, torch.tensor([0.25, 0.75], dtype=torch.float64))
+    f, z = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 1.0])
+    r = rho.float()
+    assert float(scalarize(f, rho, z, "linear")) == pytest.approx(float((r * f).sum()))
+    assert float(scalarize(f, rho, z, "stch", 0.5)) == pytest.approx(
+        float(0.5 * torch.logsumexp(r * (f - z) / 0.5, 0)))
+    assert float(scalarize(f, rho, z, "stch-abs")) == pytest.approx(float(torch.logsumexp(r * (f - z).abs(), 0)))
