@@ -17,6 +17,7 @@ from .adapters import AdapterError, load_adapter_set
 from .base import BaseWeights
 from .export import ExportError, export
 from .methods import METHODS, MergeError, get_method, merge
+from .objective import ObjectiveError
 from .zoo import ZooError, list_zoos, open_zoo
 
 console = Console(stderr=True, soft_wrap=True)
@@ -64,16 +65,29 @@ def cmd_methods(args) -> int:
 def cmd_merge(args) -> int:
     spec = get_method(args.method)
     params = parse_params(args.param)
+    if args.seed is not None and any(p.name == "seed" for p in spec.params):
+        params.setdefault("seed", args.seed)
     spec.resolve(params)  # fail on bad parameters before loading anything
     if Path(args.out).exists() and not args.overwrite:
         raise ExportError(f"{args.out} already exists; choose another folder or pass --overwrite")
-    if args.seed is not None and any(p.name == "seed" for p in spec.params):
-        params.setdefault("seed", args.seed)
-    base, adapters = _inputs(args)
-    with console.status(f"merging {len(adapters)} adapters with {spec.name}"):
-        result = merge(adapters, spec.name, **params)
+    rho = parse_rho(args.rho)
+    extra = {}
+    if spec.data_driven:
+        if not args.zoo:
+            raise UsageError(f"{spec.name} learns from unlabeled task data: give --zoo NAME")
+        zoo = open_zoo(args.zoo, device=args.device)
+        base = BaseWeights.from_path(zoo.manifest.base.resolve(zoo.folder))
+        adapters = zoo.adapters
+        result, record = _run_learned(zoo, spec.name, params, rho)
+        extra = {"rho": record.rho, "coefficients": _phi_summary(record)}
+    else:
+        if rho is not None:
+            raise UsageError(f"--rho only applies to data-driven methods (tara-a, tara-b, adamerging-*), not {spec.name}")
+        base, adapters = _inputs(args)
+        with console.status(f"merging {len(adapters)} adapters with {spec.name}"):
+            result = merge(adapters, spec.name, **params)
     manifest = export(result, adapters, args.out, format=args.format, rank=args.rank, base=base,
-                      modules_to_save=args.modules_to_save, overwrite=args.overwrite)
+                      modules_to_save=args.modules_to_save, overwrite=args.overwrite, extra_manifest=extra)
     exp = manifest["export"]
     if not exp.get("exact", True) or exp.get("truncation_relative_error", {}).get("max", 0) > 0:
         err = exp["truncation_relative_error"]
@@ -84,6 +98,37 @@ def cmd_merge(args) -> int:
                   f"{result.info['seconds']:.2f} s)")
     _write_json(args.json, manifest)
     return 0
+
+
+def parse_rho(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--rho expects comma-separated numbers, got {text!r}") from None
+
+
+def _phi_summary(record) -> dict:
+    import torch
+
+    flat = torch.cat([v.flatten() for v in record.phi.values()])
+    return {"count": int(flat.numel()), "mean": float(flat.mean()), "std": float(flat.std()) if flat.numel() > 1 else 0.0,
+            "min": float(flat.min()), "max": float(flat.max()), "steps_run": record.steps_run,
+            "final_losses": record.final_losses(), "file": "phi.safetensors"}
+
+
+def _run_learned(zoo, method: str, params: dict, rho, tasks=None):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .run import run_method
+
+    with Progress(TextColumn(f"{method}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console) as bar:
+        job = bar.add_task(method, total=get_method(method).resolve(params)["steps"], loss=float("nan"))
+        result, record = run_method(zoo, method, params, rho, tasks,
+                                    progress=lambda s, t, losses: bar.update(job, completed=s, loss=losses["loss"]))
+    return result, record
 
 
 def _inputs(args):
@@ -130,15 +175,19 @@ def cmd_eval(args) -> int:
         get_method(m).resolve(per[m])
     individual = {t.name: t.individual_accuracy for t in zoo.manifest.tasks}
     rows = []
+    rho = parse_rho(args.rho)
     for m in methods:
-        with console.status(f"{m}: merging and evaluating on {len(zoo.task_names)} tasks"):
-            import time
+        import time
 
-            start = time.perf_counter()
+        start = time.perf_counter()
+        if get_method(m).data_driven:
+            result, record = _run_learned(zoo, m, per[m], rho)
+        else:
             result = merge(zoo.adapters, m, **per[m])
-            merge_s = time.perf_counter() - start
+        merge_s = time.perf_counter() - start
+        with console.status(f"{m}: evaluating on {len(zoo.task_names)} tasks"):
             acc = evaluate(zoo, result, limit=args.limit)
-            total_s = time.perf_counter() - start
+        total_s = time.perf_counter() - start
         method_rows = eval_rows(m, acc, individual)
         for r in method_rows:
             r.update(merge_seconds=round(merge_s, 3), seconds=round(total_s, 2))
@@ -220,16 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep-separate | average | from:<adapter> | drop")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--seed", type=int, help="seed for randomized methods")
+    p.add_argument("--rho", help="task preference for tara-a/tara-b/adamerging-*, e.g. 0.2,0.8 (normalized)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", help="also write merge.json's content to this file")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("eval", help="merge a zoo's adapters with each method and report test accuracy")
     p.add_argument("--zoo", required=True, help="zoo name or folder")
-    p.add_argument("--methods", default="ta,ties,knots-ties,tsv,iso-c", help="comma-separated method names")
+    p.add_argument("--methods", default="ta,ties,knots-ties,tsv,iso-c",
+                   help="comma-separated method names (data-free and tara-a, tara-b, adamerging-task/-layer)")
     p.add_argument("--param", action="append", metavar="[METHOD.]KEY=VALUE",
                    help="method parameter; KEY=VALUE applies to every method that takes KEY")
     p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--rho", help="task preference for data-driven methods, e.g. 0.2,0.8 (normalized)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write tidy rows {method, task, accuracy, individual_accuracy, normalized_accuracy}")
     p.set_defaults(func=cmd_eval)
@@ -248,6 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (AdapterError, MergeError, ExportError, UsageError, ZooError, FileNotFoundError) as exc:
+    except (AdapterError, MergeError, ExportError, UsageError, ZooError, ObjectiveError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         return 2

@@ -11,46 +11,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .adapters import AdapterSet
 from .methods import MergeError, MergeResult
+from .methods.learned import OptimizeConfig, parse_config
 from .objective import entropy, scalarize, validate_rho
 from .tara import Parameterization, build_parameterization, choose_mode, install_side_path_hooks, side_paths
 
 __all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "task_entropies", "parse_config"]
-
-
-class OptimizeConfig(BaseModel):
-    """Settings of a data-driven merge; unknown names and out-of-range values are rejected."""
-
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(250, ge=0, description="optimization steps (the reference code: 5 epochs × 50 = 250)")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (PyTorch's default; pulls φ to 0)")
-    batch_size: int = Field(16, ge=1, description="unlabeled examples per task per step")
-    phi_init: float = Field(0.4, description="initial coefficient (0.4 = Task Arithmetic with λ = 0.4)")
-    scalarization: Literal["stch", "stch-abs", "linear"] = "stch"
-    alpha: float = Field(1.0, gt=0, description="STCH temperature α")
-    seed: int = Field(0, description="seed of the data order")
-    clamp_min: float | None = Field(None, description="optional lower bound on φ (default: unconstrained)")
-    clamp_max: float | None = Field(None, description="optional upper bound on φ")
-    mode: Literal["auto", "materialized", "side"] = Field("auto", description="how each module applies ΔW(φ)")
-    bf16: bool = Field(False, description="bf16 autocast (CUDA)")
-
-
-def parse_config(params: dict) -> OptimizeConfig:
-    try:
-        return OptimizeConfig(**params)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = ".".join(str(x) for x in first["loc"]) or "parameters"
-        if first["type"] == "extra_forbidden":
-            raise MergeError(f"unknown parameter {name!r}; known: {sorted(OptimizeConfig.model_fields)}") from None
-        raise MergeError(f"parameter {name!r}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 @dataclass

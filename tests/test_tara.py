@@ -185,3 +185,58 @@ def test_rho_is_normalized_and_scalarizations():
     assert float(scalarize(f, rho, z, "stch", 0.5)) == pytest.approx(
         float(0.5 * torch.logsumexp(r * (f - z) / 0.5, 0)))
     assert float(scalarize(f, rho, z, "stch-abs")) == pytest.approx(float(torch.logsumexp(r * (f - z).abs(), 0)))
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+def test_cli_tara_b_zero_steps_equals_ta_export(zoo, tmp_path):
+    from safetensors.torch import load_file
+
+    from tara_core.cli import main
+
+    assert main(["merge", "--zoo", str(zoo.folder), "--method", "tara-b", "--param", "phi_init=0.6",
+                 "--param", "steps=0", "--rho", "1,2,1", "--out", str(tmp_path / "tb")]) == 0
+    assert main(["merge", "--zoo", str(zoo.folder), "--method", "ta", "--param", "lambda=0.6",
+                 "--out", str(tmp_path / "ta")]) == 0
+    import json
+
+    manifest = json.loads((tmp_path / "tb" / "merge.json").read_text())
+    assert manifest["rho"] == pytest.approx([0.25, 0.5, 0.25]) and manifest["coefficients"]["count"] > 0
+    phi = load_file(tmp_path / "tb" / "phi.safetensors")
+    assert all(torch.allclose(v, torch.full_like(v, 0.6)) for v in phi.values())
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    def deltas(folder):
+        model = PeftModel.from_pretrained(AutoModel.from_pretrained(zoo.folder / "base"), folder)
+        return {m: model.base_model.model.get_submodule(m).get_delta_weight("default")
+                for m in zoo.adapters.module_names}
+
+    a, b = deltas(tmp_path / "tb"), deltas(tmp_path / "ta")
+    for m in a:
+        _close(a[m], b[m])
+
+
+def test_cli_eval_with_learned_methods(zoo, tmp_path):
+    import json
+
+    from tara_core.cli import main
+
+    out = tmp_path / "e.json"
+    assert main(["eval", "--zoo", str(zoo.folder), "--methods", "ta,tara-a,adamerging-layer", "--param",
+                 "steps=2", "--param", "batch_size=4", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["method"] for r in rows} == {"ta", "tara-a", "adamerging-layer"}
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--method", "tara-a", "--rho", "1,-1,1"], "non-negative"),
+    (["--method", "tara-a", "--rho", "1,x"], "comma-separated"),
+    (["--method", "tara-b", "--param", "steps=-2"], "steps"),
+    (["--method", "ta", "--rho", "1,1,1"], "only applies to data-driven"),
+])
+def test_cli_bad_learned_input(zoo, tmp_path, capsys, args, match):
+    from tara_core.cli import main
+
+    assert main(["merge", "--zoo", str(zoo.folder), *args, "--out", str(tmp_path / "x")]) == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -10,6 +10,7 @@ from .base import DENSITY, LAMBDA, MAJORITY_SIGN, SEED, WEIGHTS, MergeError, Mer
 from .dare import dare_linear, dare_ties
 from .iso import iso_c, iso_cts
 from .knots import knots
+from .learned import config_params
 from .lora_lego import lora_lego
 from .task_arithmetic import task_arithmetic
 from .ties import ties
@@ -77,6 +78,23 @@ register(MergeMethod(
     "k-means over rank-1 units, centroids as a rank-k LoRA, norm re-weighting, × λ",
     (LAMBDA(1.0), WEIGHTS, SEED,
      Param("clusters", 0, "number of clusters k (0: max r_i)", kind=int, low=0)), lora_lego))
+
+
+_LEARNED = config_params()
+register(MergeMethod(
+    "adamerging-task", "AdaMerging (task-wise)", "Yang et al., ICLR 2024, https://arxiv.org/abs/2310.02575",
+    "one λ_i per task for the whole model, learned by entropy minimization on unlabeled data",
+    _LEARNED, data_driven=True))
+register(MergeMethod(
+    "adamerging-layer", "AdaMerging (layer-wise)", "Yang et al., ICLR 2024, https://arxiv.org/abs/2310.02575",
+    "one λ_i per task per module, learned by entropy minimization on unlabeled data", _LEARNED, data_driven=True))
+register(MergeMethod(
+    "tara-a", "TARA-A", "Jeong, Lee & Yoon, CVPR 2026, https://arxiv.org/abs/2603.26299",
+    "one φ per rank-1 LoRA direction of every adapter, learned under preference ρ", _LEARNED, data_driven=True))
+register(MergeMethod(
+    "tara-b", "TARA-B", "Jeong, Lee & Yoon, CVPR 2026, https://arxiv.org/abs/2603.26299",
+    "one φ per (task, shared singular direction) of the concatenated adapters, learned under preference ρ",
+    _LEARNED, data_driven=True))
 
 
 def get_method(name: str) -> MergeMethod:
