@@ -203,7 +203,9 @@ class Zoo:
             from .backbones.text import TextEncoder
 
             return TextEncoder(base_path, max_length=self.manifest.backbone.get("max_length", 32), device=self.device)
-        raise ZooError(f"zoo kind {self.manifest.kind!r} has no backbone here")
+        from .backbones.vision import ImageEncoder
+
+        return ImageEncoder(base_path, device=self.device)
 
     def verify_hashes(self) -> list[str]:
         """Files whose SHA-256 differs from the manifest (or that are missing)."""

@@ -22,7 +22,13 @@ def _demo_text(out, log, **kw):
     return build(out, log=log, **kw)
 
 
-RECIPES = {"demo-text": _demo_text}
+def _demo_vision(out, log, **kw):
+    from .demo_vision import build
+
+    return build(out, log=log, **kw)
+
+
+RECIPES = {"demo-text": _demo_text, "demo-vision": _demo_vision}
 
 
 def finalize_manifest(folder: Path, manifest: dict, log=print) -> dict:

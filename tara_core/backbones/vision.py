@@ -1,0 +1,47 @@
+"""A small HF ViT (``ViTModel``) as an image encoder over 28 × 28 grayscale images (demo-vision)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+__all__ = ["ImageEncoder", "images_to_tensor"]
+
+
+def images_to_tensor(images) -> torch.Tensor:
+    """uint8 images (N × H × W arrays or nested lists of flattened pixels) → N × 1 × H × W in [-1, 1]."""
+    arr = np.asarray(images, dtype=np.uint8)
+    if arr.ndim == 2:  # flattened square images, as stored in zoo data files
+        side = int(round(arr.shape[1] ** 0.5))
+        arr = arr.reshape(len(arr), side, side)
+    return torch.from_numpy(arr.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
+
+
+class ImageEncoder:
+    """A frozen ``ViTModel``; features = mean of the final (layer-normed) token states."""
+
+    def __init__(self, path: str | Path | None = None, model: torch.nn.Module | None = None, device: str = "cpu"):
+        from transformers import ViTModel
+
+        self.model = (model if model is not None else ViTModel.from_pretrained(str(path), add_pooling_layer=False))
+        self.model = self.model.to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = device
+
+    def adapted_modules(self) -> dict[str, torch.nn.Module]:
+        return {n: m for n, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+    def preprocess(self, inputs) -> dict[str, torch.Tensor]:
+        return {"pixel_values": images_to_tensor(inputs).to(self.device)}
+
+    def features(self, batch: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None,
+                 model: torch.nn.Module | None = None) -> torch.Tensor:
+        model = model or self.model
+        if weights:
+            hidden = functional_call(model, weights, args=(), kwargs=batch, strict=False).last_hidden_state
+        else:
+            hidden = model(**batch).last_hidden_state
+        return hidden.mean(1)
