@@ -182,8 +182,8 @@ def optimize(
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
             H = task_entropies(data, param, phi, batches, modes, adapters.fan_in_fan_out)
         loss = scalarize(H.float(), rho_t, data.anchors, cfg.scalarization, cfg.alpha)
-        if float(loss) < best_loss:  # loss of the φ *before* this step's update
-            best_loss = float(loss)
+        if float(loss.detach()) < best_loss:  # loss of the φ *before* this step's update
+            best_loss = float(loss.detach())
             result.best_step = step
             result.best_phi = {k: v.detach().clone() for k, v in phi.items()}
         opt.zero_grad()

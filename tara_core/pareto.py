@@ -1,0 +1,169 @@
+"""Two-task Pareto fronts and preference sensitivity (TARA.md §8.3, the paper's Fig. 3/4).
+
+For a pair of tasks (a, b) every method sweeps one knob over ``points`` values t ∈ [1, 0]:
+
+* data-free methods (TA, TIES, KnOTS-TIES, ...) — the task weights w = (2t, 2(1 − t)), so t = ½ is the
+  method's default merge;
+* data-driven methods (AdaMerging, TARA-A, TARA-B) — the preference ρ = (t, 1 − t). Neighbouring grid points
+  warm-start from each other: the first point runs ``steps`` AdamW steps from φ = φ_init, every later one
+  ``warm_steps`` from the previous φ (a slider moving along the simplex).
+
+Each method's sweep is one independent chain, so chains run sequentially (``backend="local"``), in a local
+process pool (``"process"``, the default) or as Ray tasks (``"ray"``, for users with a cluster); every chain
+is seeded, so all backends give the same table. The individual adapters are added as reference points, and
+``on_front`` marks each method's non-dominated points (maximizing both accuracies).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BACKENDS", "grid", "non_dominated", "method_chain", "pareto_front", "preference_sensitivity"]
+
+BACKENDS = ("process", "local", "ray")
+
+
+def grid(points: int) -> list[float]:
+    """t values from 1 (all on task a) to 0 (all on task b)."""
+    if points < 2:
+        raise ValueError(f"a front needs at least 2 points, got {points}")
+    return [round(float(t), 10) for t in np.linspace(1.0, 0.0, points)]
+
+
+def non_dominated(acc_a: Sequence[float], acc_b: Sequence[float]) -> list[bool]:
+    """True for points no other point beats on both tasks (≥ on both and > on one)."""
+    pts = np.column_stack([acc_a, acc_b]).astype(float)
+    keep = []
+    for p in pts:
+        dominated = np.any(np.all(pts >= p, axis=1) & np.any(pts > p, axis=1))
+        keep.append(not bool(dominated))
+    return keep
+
+
+def _open(zoo_ref):
+    from .zoo import open_zoo
+
+    return open_zoo(zoo_ref, check_hashes=False) if isinstance(zoo_ref, (str, Path)) else zoo_ref
+
+
+def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], params: dict | None = None,
+                 steps: int = 100, warm_steps: int = 30, limit: int | None = None,
+                 threads: int | None = None) -> list[dict]:
+    """One method's sweep over ``ts`` (a warm-started chain for data-driven methods)."""
+    import torch
+
+    from .evaluate import evaluate
+    from .methods import get_method
+    from .run import run_method
+
+    if threads:
+        torch.set_num_threads(threads)
+    zoo = _open(zoo_ref)
+    spec = get_method(method)
+    rows, phi, param = [], None, None
+    for k, t in enumerate(ts):
+        start = time.perf_counter()
+        if spec.data_driven:
+            p = {**(params or {}), "steps": steps if phi is None else warm_steps}
+            result, record = run_method(zoo, method, p, rho=[t, 1.0 - t], tasks=list(tasks), warm_start=phi, param=param)
+            phi, param = record.phi, record.param
+        else:
+            result, _ = run_method(zoo, method, {**(params or {}), "weights": [2 * t, 2 * (1 - t)]}, tasks=list(tasks))
+        acc = evaluate(zoo, result, tasks=list(tasks), limit=limit)
+        names = [zoo.task_names[i] for i in tasks]
+        rows.append({"method": method, "t": t, "acc_a": acc[names[0]], "acc_b": acc[names[1]],
+                     "seconds": time.perf_counter() - start, "warm": spec.data_driven and k > 0})
+    return rows
+
+
+def _run_chains(jobs: list[dict], backend: str, workers: int | None) -> list[list[dict]]:
+    if backend == "local" or len(jobs) == 1:
+        return [method_chain(**job) for job in jobs]
+    if backend == "process":
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing as mp
+
+        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(method_chain, **{**job, "threads": threads}) for job in jobs]
+            return [f.result() for f in futures]
+    if backend == "ray":
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("backend 'ray' needs the ray package (pip install 'ray[default]')") from None
+        started = not ray.is_initialized()
+        if started:
+            ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        try:
+            remote = ray.remote(num_cpus=1)(method_chain)
+            return ray.get([remote.remote(**{**job, "threads": 1}) for job in jobs])
+        finally:
+            if started:
+                ray.shutdown()
+    raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+
+
+def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "ties", "knots-ties",
+                 "adamerging-layer", "tara-a", "tara-b"), points: int = 11, params: dict[str, dict] | None = None,
+                 steps: int = 100, warm_steps: int = 30, limit: int | None = None, backend: str = "process",
+                 workers: int | None = None) -> pd.DataFrame:
+    """The two-task front of every method plus the individual adapters (method ``individual:<task>``).
+
+    ``zoo`` is a :class:`~tara_core.zoo.Zoo` (or its folder, which process/Ray workers reopen).
+    """
+    from .evaluate import evaluate
+    from .methods import get_method, merge
+
+    if len(set(tasks)) != 2:
+        raise ValueError(f"pick two different tasks, got {tasks}")
+    for m in methods:
+        get_method(m)  # unknown methods fail before any work starts
+    zoo_obj = _open(zoo)
+    ref = str(zoo_obj.folder) if backend != "local" else zoo_obj
+    ts = grid(points)
+    jobs = [dict(zoo_ref=ref, tasks=tuple(tasks), method=m, ts=ts, params=(params or {}).get(m), steps=steps,
+                 warm_steps=warm_steps, limit=limit) for m in methods]
+    rows = [r for chain in _run_chains(jobs, backend, workers) for r in chain]
+    names = [zoo_obj.task_names[i] for i in tasks]
+    for i in tasks:
+        alone = merge(zoo_obj.adapters.subset([i]), "cat")
+        acc = evaluate(zoo_obj, alone, tasks=list(tasks), limit=limit)
+        rows.append({"method": f"individual:{zoo_obj.task_names[i]}", "t": float(i == tasks[0]),
+                     "acc_a": acc[names[0]], "acc_b": acc[names[1]], "seconds": 0.0, "warm": False})
+    df = pd.DataFrame(rows)
+    df["task_a"], df["task_b"] = names
+    df["on_front"] = False
+    for m, idx in df.groupby("method").groups.items():
+        df.loc[idx, "on_front"] = non_dominated(df.loc[idx, "acc_a"], df.loc[idx, "acc_b"])
+    df["on_global_front"] = non_dominated(df["acc_a"], df["acc_b"])
+    return df
+
+
+def preference_sensitivity(zoo, methods: Sequence[str] = ("adamerging-layer", "tara-b"), draws: int = 5,
+                           steps: int = 100, seed: int = 0, limit: int | None = None,
+                           progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Per-task accuracy over random ρ ~ Dirichlet(1) draws (the paper's Fig. 4): a method that follows ρ
+    spreads; one that ignores it does not. Rows: method, draw, task, rho_task, accuracy."""
+    from .evaluate import evaluate
+    from .run import run_method
+
+    zoo = _open(zoo)
+    rng = np.random.default_rng(seed)
+    rhos = [rng.dirichlet(np.ones(len(zoo.task_names))).tolist() for _ in range(draws)]
+    rows = []
+    for m in methods:
+        for d, rho in enumerate(rhos):
+            result, _ = run_method(zoo, m, {"steps": steps}, rho=rho)
+            acc = evaluate(zoo, result, limit=limit)
+            for i, task in enumerate(zoo.task_names):
+                rows.append({"method": m, "draw": d, "task": task, "rho_task": rho[i], "accuracy": acc[task]})
+            if progress:
+                progress(f"{m} draw {d + 1}/{draws}")
+    return pd.DataFrame(rows)

@@ -1,0 +1,68 @@
+"""Two-task fronts: non-dominance, reference points, and identical tables across execution backends."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from tara_core.pareto import grid, non_dominated, pareto_front, preference_sensitivity
+from tara_core.zoo import open_zoo
+from zoo_fixture import build_tiny_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return open_zoo(build_tiny_zoo(tmp_path_factory.mktemp("pareto")))
+
+
+def test_grid_and_non_dominated():
+    assert grid(3) == [1.0, 0.5, 0.0]
+    with pytest.raises(ValueError, match="at least 2"):
+        grid(1)
+    a, b = [90, 80, 70, 60, 85], [10, 50, 60, 40, 20]
+    assert non_dominated(a, b) == [True, True, True, False, True]
+    assert non_dominated([1, 1], [2, 2]) == [True, True]  # ties do not dominate each other
+
+
+def _front(zoo, backend):
+    return pareto_front(zoo, (0, 2), methods=("ta", "ties", "tara-b"), points=3, steps=3, warm_steps=2,
+                        backend=backend, workers=2)
+
+
+def test_front_is_non_dominated_and_has_references(zoo):
+    df = _front(zoo, "local")
+    assert set(df.method) == {"ta", "ties", "tara-b", "individual:task0", "individual:task2"}
+    assert (df[df.method == "ta"]["t"].tolist()) == [1.0, 0.5, 0.0]
+    front = df[df.on_global_front]
+    for _, p in front.iterrows():
+        assert not ((df.acc_a >= p.acc_a) & (df.acc_b >= p.acc_b) & ((df.acc_a > p.acc_a) | (df.acc_b > p.acc_b))).any()
+    for m, g in df.groupby("method"):  # each method's best point on either task is on its own front
+        for col in ("acc_a", "acc_b"):
+            best = g[g[col] == g[col].max()]
+            assert best.on_front.any(), (m, col)
+    # the best point on each axis over everything is on the global front
+    assert df[df.acc_a == df.acc_a.max()].on_global_front.any()
+    assert df[df.acc_b == df.acc_b.max()].on_global_front.any()
+    tara = df[df.method == "tara-b"]
+    assert tara.warm.tolist() == [False, True, True]
+
+
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_backends_give_identical_tables(zoo, backend):
+    cols = ["method", "t", "acc_a", "acc_b", "on_front", "on_global_front"]
+    local = _front(zoo, "local")[cols]
+    other = _front(zoo, backend)[cols]
+    pd.testing.assert_frame_equal(local.reset_index(drop=True), other.reset_index(drop=True))
+
+
+def test_bad_front_requests(zoo):
+    with pytest.raises(ValueError, match="two different tasks"):
+        pareto_front(zoo, (1, 1), methods=("ta",), points=3, backend="local")
+    with pytest.raises(ValueError, match="unknown backend"):
+        pareto_front(zoo, (0, 1), methods=("ta", "ties"), points=3, backend="mpi")
+    with pytest.raises(Exception, match="unknown method"):
+        pareto_front(zoo, (0, 1), methods=("nope",), points=3, backend="local")
+
+
+def test_preference_sensitivity_rows(zoo):
+    df = preference_sensitivity(zoo, methods=("tara-b",), draws=2, steps=2)
+    assert len(df) == 2 * len(zoo.task_names)
+    assert np.allclose(df.groupby("draw")["rho_task"].sum(), 1.0)
