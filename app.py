@@ -1,7 +1,8 @@
 """TARA Studio dashboard: the router and the shared sidebar. Pages live in pages/; the library is tara_core."""
 import streamlit as st
 
-from studio import get_zoo, zoo_names
+from studio import DATA_DRIVEN, current_rho, get_zoo, zoo_names
+from tara_core.methods import METHODS
 
 st.set_page_config(page_title="TARA Studio", page_icon="🧩", layout="wide")
 
@@ -16,10 +17,22 @@ with st.sidebar:
     zoo = get_zoo(st.session_state["zoo"])
     st.multiselect("Tasks", zoo.task_names, default=zoo.task_names, key="tasks",
                    help="Which adapters to merge (and which test sets to evaluate)")
+    selected = st.session_state.get("tasks") or zoo.task_names
+    st.selectbox("Method", DATA_DRIVEN + [m for m in METHODS if m not in DATA_DRIVEN], key="method",
+                 help="Used by the Merge page; ρ matters for TARA and AdaMerging")
+    st.markdown("**Preference ρ** (one weight per task)")
+    for name in selected:
+        st.slider(name, 0.0, 1.0, 1.0, 0.05, key=f"rho_{name}")
+    rho = current_rho([zoo.task_names.index(n) for n in selected]) if selected else []
+    st.caption("normalized ρ = " + ", ".join(f"{r:.2f}" for r in rho))
     st.number_input("Seed", min_value=0, value=0, step=1, key="seed")
 
 pages = [
     st.Page("pages/adapters.py", title="Adapters", icon="🧱", default=True),
+    st.Page("pages/merge.py", title="Merge", icon="🎚️"),
+    st.Page("pages/coverage.py", title="Coverage", icon="📐"),
+    st.Page("pages/anisotropy.py", title="Anisotropy", icon="🧭"),
+    st.Page("pages/pareto.py", title="Pareto", icon="⚖️"),
     st.Page("pages/compare.py", title="Compare", icon="📊"),
     st.Page("pages/methods.py", title="Methods", icon="📚"),
 ]

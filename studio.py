@@ -45,3 +45,53 @@ def cached_eval(zoo_name: str, method: str, params: tuple, tasks: tuple[int, ...
     merge_s = time.perf_counter() - start
     acc = evaluate(zoo, result, tasks=list(tasks))
     return {"accuracy": acc, "merge_seconds": merge_s, "seconds": time.perf_counter() - start}
+
+
+DATA_DRIVEN = ["tara-b", "tara-a", "adamerging-layer", "adamerging-task"]
+
+
+def current_rho(tasks: list[int]) -> list[float]:
+    """The sidebar's ρ for the selected tasks, normalized to sum 1 (uniform when all sliders are 0)."""
+    zoo = get_zoo(st.session_state["zoo"])
+    raw = [float(st.session_state.get(f"rho_{zoo.task_names[i]}", 1.0)) for i in tasks]
+    total = sum(raw)
+    return [r / total for r in raw] if total > 0 else [1.0 / len(tasks)] * len(tasks)
+
+
+@st.cache_resource(show_spinner="Factoring the adapters (one thin SVD per module)...", max_entries=16)
+def get_param(zoo_name: str, variant: str, tasks: tuple[int, ...]):
+    """The read-only parameterization (per-module factors / SVDs) shared by every session."""
+    from tara_core.tara import build_parameterization
+
+    zoo = get_zoo(zoo_name)
+    return build_parameterization(zoo.adapters.subset(list(tasks)), variant)
+
+
+@st.cache_data(show_spinner="Computing effective-rank stacks...", max_entries=32)
+def cached_coverage(zoo_name: str, tasks: tuple[int, ...], normalize: bool, batch_size: int = 16):
+    from tara_core.diagnostics import diagnose
+
+    return diagnose(get_zoo(zoo_name), ("erank",), tasks=list(tasks), batch_size=batch_size, normalize=normalize)
+
+
+@st.cache_data(show_spinner="Computing the Jacobian J in the RAW and ORTH bases...", max_entries=32)
+def cached_anisotropy(zoo_name: str, tasks: tuple[int, ...], rho: tuple[float, ...], batch_size: int = 8):
+    from tara_core.diagnostics import diagnose
+
+    return diagnose(get_zoo(zoo_name), ("kappa", "xi"), tasks=list(tasks), batch_size=batch_size, rho=list(rho))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_front(zoo_name: str, pair: tuple[int, int], methods: tuple[str, ...], points: int, steps: int,
+                 warm_steps: int, limit: int):
+    from tara_core.pareto import pareto_front
+
+    return pareto_front(get_zoo(zoo_name), pair, methods, points=points, steps=steps, warm_steps=warm_steps,
+                        limit=limit, backend="local")
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cached_eval_limited(zoo_name: str, method: str, tasks: tuple[int, ...], limit: int) -> dict:
+    zoo = get_zoo(zoo_name)
+    result = merge(zoo.adapters.subset(list(tasks)), method)
+    return evaluate(zoo, result, tasks=list(tasks), limit=limit)

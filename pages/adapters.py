@@ -27,3 +27,37 @@ st.caption("‖ΔW‖_F: Frobenius norm of the adapter's full update over all mo
            "task's test split; 'base + head' is the frozen base model with the task's head alone.")
 if len(tasks) == 1:
     st.info("One adapter selected: merging needs at least two to be interesting.")
+
+st.divider()
+st.subheader("Bring your own adapters")
+st.caption("Upload two or more PEFT LoRA adapters for one base model, each as a .zip of its folder "
+           "(adapter_config.json + adapter_model.safetensors). They stay in a private temporary folder for this "
+           "browser session only. Without task data, uploads can be inspected and merged with data-free methods.")
+files = st.file_uploader("PEFT adapter archives (.zip)", type=["zip"], accept_multiple_files=True, key="uploads")
+if files:
+    import tempfile
+    from pathlib import Path
+
+    from tara_core.adapters import AdapterError
+    from tara_core.uploads import extract_adapter_zip, load_uploaded_set
+
+    signature = tuple((f.name, f.size) for f in files)
+    if st.session_state.get("upload_signature") != signature:
+        st.session_state["upload_signature"] = signature
+        st.session_state.pop("uploaded_set", None)
+        st.session_state.pop("upload_error", None)
+        session_dir = Path(tempfile.mkdtemp(prefix="tara-upload-"))
+        try:
+            names = [Path(f.name).stem for f in files]
+            folders = [extract_adapter_zip(f.getvalue(), session_dir, n) for f, n in zip(files, names)]
+            st.session_state["uploaded_set"] = load_uploaded_set(folders, names)
+        except AdapterError as exc:
+            st.session_state["upload_error"] = str(exc)
+    if st.session_state.get("upload_error"):
+        st.error(f"Could not use these adapters: {st.session_state['upload_error']}")
+    elif "uploaded_set" in st.session_state:
+        uploaded = st.session_state["uploaded_set"]
+        st.success(f"{len(uploaded)} adapters loaded and validated.")
+        st.dataframe(pd.DataFrame([{"adapter": r["adapter"], "rank": r["ranks"], "alpha": r["lora_alpha"],
+                                    "modules": r["modules"], "‖ΔW‖_F": round(r["delta_norm"], 3)}
+                                   for r in uploaded.summary()]), hide_index=True, width="stretch")

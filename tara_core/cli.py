@@ -246,6 +246,77 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+def _write_table(df, json_path: str | None, csv_path: str | None) -> None:
+    from .export import atomic_file_write
+
+    if json_path:
+        atomic_file_write(Path(json_path), df.to_json(orient="records", indent=2))
+    if csv_path:
+        atomic_file_write(Path(csv_path), df.to_csv(index=False))
+
+
+def _print_frame(df, title: str) -> None:
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column(str(col), justify="right" if df[col].dtype.kind in "fi" else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row])
+    out.print(table)
+
+
+def _task_indices(zoo, text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    missing = [n for n in names if n not in zoo.task_names]
+    if missing:
+        raise UsageError(f"unknown task(s) {', '.join(missing)}; {zoo.name} has {', '.join(zoo.task_names)}")
+    return [zoo.task_names.index(n) for n in names]
+
+
+def cmd_diagnose(args) -> int:
+    from .diagnostics import WHAT, diagnose, summarize
+
+    zoo = open_zoo(args.zoo, device=args.device)
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    if set(what) - set(WHAT):
+        raise UsageError(f"--what takes {', '.join(WHAT)}, got {args.what!r}")
+    tasks = _task_indices(zoo, args.tasks)
+    with console.status(f"diagnosing {zoo.name} ({', '.join(what)})"):
+        df = diagnose(zoo, what, tasks=tasks, batch_size=args.batch_size, rho=parse_rho(args.rho),
+                      normalize=args.normalize)
+    _print_frame(summarize(df), f"{zoo.name}: diagnostics per module type (over layers)")
+    _write_table(df, args.json, args.csv)
+    return 0
+
+
+def cmd_pareto(args) -> int:
+    from .pareto import pareto_front
+
+    zoo = open_zoo(args.zoo, device=args.device)
+    tasks = _task_indices(zoo, args.tasks) or []
+    if len(tasks) != 2:
+        raise UsageError("--tasks takes exactly two task names, e.g. --tasks sms_spam,movie_review")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)
+    with console.status(f"{len(methods)} fronts × {args.points} points on {backend_label(args)}"):
+        df = pareto_front(zoo, tuple(tasks), methods, points=args.points, steps=args.steps,
+                          warm_steps=args.warm_steps, limit=args.limit, backend=args.backend, workers=args.workers)
+    _print_frame(df[["method", "t", "acc_a", "acc_b", "on_front", "seconds"]], f"{zoo.name}: {args.tasks} front")
+    out_path = Path(args.out)
+    if out_path.suffix == ".csv":
+        _write_table(df, None, str(out_path))
+    else:
+        _write_table(df, str(out_path), None)
+    console.print(f"wrote {out_path}")
+    return 0
+
+
+def backend_label(args) -> str:
+    return args.backend + (f" ({args.workers} workers)" if args.workers else "")
+
+
 # ---- parser -------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tara_core", description=__doc__.splitlines()[0])
@@ -286,6 +357,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write tidy rows {method, task, accuracy, individual_accuracy, normalized_accuracy}")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("diagnose", help="effective-rank stacks, κ (RAW/ORTH) and ξ per layer and module")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--what", default="erank,kappa,xi", help="comma-separated: erank, kappa, xi")
+    p.add_argument("--tasks", help="comma-separated task subset (default: all)")
+    p.add_argument("--rho", help="also report κ(ρ) = κ(diag(ρ) J) for this preference")
+    p.add_argument("--batch-size", type=int, default=16, help="unlabeled inputs per task for ΔX and J")
+    p.add_argument("--normalize", action="store_true", help="unit-norm atoms before stacking (erank)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write tidy rows {quantity, layer, module, value, ...}")
+    p.add_argument("--csv", help="write the same rows as CSV")
+    p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser("pareto", help="two-task Pareto fronts of several methods")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--tasks", required=True, help="two task names, e.g. sms_spam,movie_review")
+    p.add_argument("--points", type=int, default=11, help="grid points per method (t from 1 to 0)")
+    p.add_argument("--methods", default="ta,ties,knots-ties,adamerging-layer,tara-a,tara-b")
+    p.add_argument("--steps", type=int, default=100, help="AdamW steps at the first (cold) point")
+    p.add_argument("--warm-steps", type=int, default=30, help="steps at every later, warm-started point")
+    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--backend", default="process", choices=("process", "local", "ray"))
+    p.add_argument("--workers", type=int, help="parallel chains (default: one per method, at most the CPUs)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output file (.json or .csv)")
+    p.set_defaults(func=cmd_pareto)
+
     p = sub.add_parser("zoo", help="list, build or verify zoos")
     p.add_argument("action", choices=("list", "build", "verify"))
     p.add_argument("name", nargs="?", help="zoo name (or folder, for verify)")
@@ -300,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (AdapterError, MergeError, ExportError, UsageError, ZooError, ObjectiveError, FileNotFoundError) as exc:
+    except (AdapterError, MergeError, ExportError, UsageError, ZooError, ObjectiveError, FileNotFoundError,
+            ValueError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         return 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -248,3 +249,51 @@ def check_prop1(J: torch.Tensor, trials: int = 200, seed: int = 0) -> dict:
     return {"sigma_min": float(smin), "sigma_max": float(smax), "ratio_min": float(ratios.min()),
             "ratio_max": float(ratios.max()),
             "holds": bool((ratios >= smin - tol).all() and (ratios <= smax + tol).all())}
+
+
+WHAT = ("erank", "kappa", "xi")
+
+
+def diagnose(zoo, what: Sequence[str] = WHAT, tasks: Sequence[int] | None = None, batch_size: int = 16,
+             phi_value: float = 0.4, rho=None, normalize: bool = False, merged=None,
+             phi: dict[str, dict[str, torch.Tensor]] | None = None) -> pd.DataFrame:
+    """All requested diagnostics of a zoo (or a task subset) as one tidy DataFrame.
+
+    ``erank``: the coverage stacks (ΔX on ``batch_size`` unlabeled inputs per task; merged = ``merged`` or
+    TA with λ = ``phi_value``). ``kappa``/``xi``: J in the RAW and ORTH bases at φ ≡ ``phi_value`` (or at
+    ``phi[basis]``, e.g. a TARA optimum), κ and κ(ρ) for ``rho``, and ξ over :func:`preference_pairs`.
+    """
+    from .methods import merge
+    from .optimize import MergeData
+
+    unknown = set(what) - set(WHAT)
+    if unknown:
+        raise ValueError(f"unknown diagnostics {sorted(unknown)}; choose from {WHAT}")
+    tasks = list(range(len(zoo.task_names))) if tasks is None else list(tasks)
+    adapters = zoo.adapters if len(tasks) == len(zoo.task_names) else zoo.adapters.subset(tasks)
+    data = MergeData.from_zoo(zoo, tasks)
+    frames = []
+    if "erank" in what:
+        inputs = collect_inputs(data.backbone, [x for v in data.val for x in v[:batch_size]], adapters.module_names)
+        merged = merged if merged is not None else merge(adapters, "ta", **{"lambda": phi_value})
+        frames.append(coverage(adapters, merged, inputs, normalize))
+    if "kappa" in what or "xi" in what:
+        for basis in BASES:
+            jac = jacobian(data, adapters, basis, phi=(phi or {}).get(basis), phi_value=phi_value,
+                           batch_size=batch_size)
+            if "kappa" in what:
+                frames.append(kappa_table(jac, rho))
+            if "xi" in what:
+                frames.append(misalignment(jac, data.anchors, kind="stch" if data.anchors is not None else "linear"))
+    df = pd.concat(frames, ignore_index=True)
+    front = ["quantity", "layer", "module", "value"]
+    return df[front + [c for c in df.columns if c not in front]]
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Median (and min/max) of each quantity per module type over layers, plus the all-module rows."""
+    g = df.groupby(["quantity", "module"], dropna=False)["value"]
+    return g.agg(["median", "min", "max", "count"]).reset_index()
+
+
+__all__ += ["WHAT", "BASES", "diagnose", "summarize"]

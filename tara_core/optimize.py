@@ -74,7 +74,7 @@ def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torc
     sizes = [len(b) for b in batches]
     batch = bb.preprocess([x for b in batches for x in b])
     if modes is None:
-        modes = _modes(param, int(batch["input_ids"].numel()) if "input_ids" in batch else sum(sizes), "auto")
+        modes = _modes(param, bb.token_count(batch), "auto")
     overrides, paths = {}, {}
     fifo = fan_in_fan_out or {}
     for m, p in param.modules.items():
@@ -125,6 +125,7 @@ def optimize(
     param: Parameterization | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    on_best: Callable[[dict[str, torch.Tensor], int], None] | None = None,
 ) -> OptimizeResult:
     """Learn φ for ``variant`` under preference ``rho`` (TARA.md §6).
 
@@ -138,6 +139,8 @@ def optimize(
         param: a prebuilt :class:`Parameterization` (reuse the per-module SVDs across runs).
         progress: called after every step with (step, total, {"loss", <task>: entropy, ...}).
         should_cancel: polled before every step; True stops the run and returns the best φ so far.
+        on_best: called with (a copy of the best φ so far, its step) whenever it improves, so that a caller
+            whose run may be interrupted from outside (a dashboard rerun) keeps the best φ.
     """
     cfg = config if isinstance(config, OptimizeConfig) else parse_config(dict(config or {}))
     n = len(adapters)
@@ -177,8 +180,7 @@ def optimize(
         batches = [[v[j] for j in sampler.next(i)] for i, v in enumerate(data.val)]
         if modes is None:
             probe = data.backbone.preprocess([x for b in batches for x in b])
-            tokens = int(probe["input_ids"].numel()) if "input_ids" in probe else sum(map(len, batches))
-            modes = _modes(param, tokens, cfg.mode)
+            modes = _modes(param, data.backbone.token_count(probe), cfg.mode)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
             H = task_entropies(data, param, phi, batches, modes, adapters.fan_in_fan_out)
         loss = scalarize(H.float(), rho_t, data.anchors, cfg.scalarization, cfg.alpha)
@@ -186,11 +188,13 @@ def optimize(
             best_loss = float(loss.detach())
             result.best_step = step
             result.best_phi = {k: v.detach().clone() for k, v in phi.items()}
+            if on_best is not None:
+                on_best(result.best_phi, step)
         opt.zero_grad()
         loss.backward()
         opt.step()
         flat = torch.cat([v.detach().flatten() for v in phi.values()])
-        record = {"step": step, "loss": float(loss), **{nm: float(h) for nm, h in zip(data.names, H)},
+        record = {"step": step, "loss": float(loss.detach()), **{nm: float(h) for nm, h in zip(data.names, H.detach())},
                   "phi_mean": float(flat.mean()), "phi_std": float(flat.std()) if flat.numel() > 1 else 0.0,
                   "phi_min": float(flat.min()), "phi_max": float(flat.max())}
         result.history.append(record)

@@ -17,7 +17,7 @@ __all__ = ["run_method"]
 def run_method(zoo, method: str, params: dict | None = None, rho: Sequence[float] | None = None,
                tasks: Sequence[int] | None = None, *, warm_start=None, param=None,
                progress: Callable | None = None, should_cancel: Callable | None = None,
-               ) -> tuple[MergeResult, OptimizeResult | None]:
+               on_best: Callable | None = None) -> tuple[MergeResult, OptimizeResult | None]:
     """Merge the zoo's adapters for ``tasks`` (default all) with ``method``.
 
     ``rho`` (one value per selected task) only applies to data-driven methods; ``warm_start``/``param``
@@ -30,5 +30,6 @@ def run_method(zoo, method: str, params: dict | None = None, rho: Sequence[float
         return merge(adapters, method, **(params or {})), None
     resolved = spec.resolve(params)
     record = optimize(MergeData.from_zoo(zoo, tasks), adapters, method, rho=rho, config=resolved,
-                      warm_start=warm_start, param=param, progress=progress, should_cancel=should_cancel)
+                      warm_start=warm_start, param=param, progress=progress, should_cancel=should_cancel,
+                      on_best=on_best)
     return to_merge_result(record, adapters, method), record

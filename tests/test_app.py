@@ -66,3 +66,64 @@ def test_one_task_shows_friendly_message(zoo_env):
     at = _app("pages/compare.py", tasks=["task0"])
     assert not at.exception
     assert any("at least two tasks" in i.value for i in at.info)
+
+
+def _metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_merge_page_slider_reoptimizes_warm(zoo_env):
+    at = _app("pages/merge.py", method="tara-b", cold_steps=20, warm_steps=20, eval_limit=20)
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Merge · tara-b"
+    first = _metric(at, "average normalized accuracy")
+    weighted = _metric(at, "ρ-weighted normalized accuracy")
+    runs = at.session_state["merge_runs"]
+    (key, run), = runs.items()
+    assert run["steps"] == 20 and not run["warm"]
+    # move the sliders: all weight on task2
+    at.session_state["rho_task0"] = 0.0
+    at.session_state["rho_task1"] = 0.0
+    at.run()
+    assert not at.exception, at.exception
+    run2 = at.session_state["merge_runs"][key]
+    assert run2["warm"] and run2["rho"] == [0.0, 0.0, 1.0]
+    assert _metric(at, "ρ-weighted normalized accuracy") != weighted
+    assert any("warm steps" in c.value for c in at.caption)
+    assert first is not None
+
+
+def test_merge_page_data_free_method(zoo_env):
+    at = _app("pages/merge.py", method="ties", eval_limit=20)
+    assert not at.exception, at.exception
+    assert any("data-free" in c.value for c in at.caption)
+
+
+def test_coverage_page(zoo_env):
+    at = _app("pages/coverage.py")
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Subspace coverage"
+    assert "erank_rank1_stack" in set(at.dataframe[0].value.index)
+
+
+def test_anisotropy_page(zoo_env):
+    at = _app("pages/anisotropy.py", rho_task0=0.5)
+    assert not at.exception, at.exception
+    assert any(m.label.startswith("κ RAW") for m in at.metric)
+
+
+def test_pareto_page_redraws_for_new_pair(zoo_env):
+    at = _app("pages/pareto.py", pareto_methods=["ta", "tara-b"], pareto_points=3, pareto_steps=5, pareto_limit=20)
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert set(table.method) >= {"ta", "tara-b", "individual:task0", "individual:task1"}
+    at.selectbox(key="pareto_b").set_value("task2").run()
+    assert not at.exception, at.exception
+    assert "individual:task2" in set(at.dataframe[0].value.method)
+
+
+def test_pages_handle_one_task(zoo_env):
+    for page in ("pages/merge.py", "pages/coverage.py", "pages/anisotropy.py", "pages/pareto.py"):
+        at = _app(page, tasks=["task1"])
+        assert not at.exception, (page, at.exception)
+        assert at.info, page

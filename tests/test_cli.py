@@ -99,3 +99,41 @@ def test_bad_input_one_line_exit_2_nothing_written(families, tmp_path, capsys, c
     if existed:
         assert list(out.iterdir()) == []
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    from zoo_fixture import build_tiny_zoo
+
+    return build_tiny_zoo(tmp_path_factory.mktemp("cli-zoo"))
+
+
+def test_diagnose_writes_tidy_rows(tiny_zoo, tmp_path):
+    js, csv = tmp_path / "d.json", tmp_path / "d.csv"
+    assert main(["diagnose", "--zoo", str(tiny_zoo), "--batch-size", "4", "--rho", "0.5,0.3,0.2",
+                 "--json", str(js), "--csv", str(csv)]) == 0
+    rows = json.loads(js.read_text())
+    quantities = {r["quantity"] for r in rows}
+    assert quantities == {"erank_per_task_sum", "erank_rank1_stack", "erank_dw_stack", "erank_dx_stack",
+                          "erank_merged", "kappa_raw", "kappa_orth", "xi"}
+    assert all({"quantity", "layer", "module", "value"} <= set(r) for r in rows)
+    assert csv.read_text().splitlines()[0].startswith("quantity,layer,module,value")
+
+
+def test_pareto_command(tiny_zoo, tmp_path):
+    outp = tmp_path / "front.json"
+    assert main(["pareto", "--zoo", str(tiny_zoo), "--tasks", "task0,task1", "--points", "3", "--methods",
+                 "ta,tara-b", "--steps", "2", "--warm-steps", "1", "--backend", "local", "--out", str(outp)]) == 0
+    rows = json.loads(outp.read_text())
+    assert {r["method"] for r in rows} == {"ta", "tara-b", "individual:task0", "individual:task1"}
+
+
+@pytest.mark.parametrize("args, match", [
+    (["diagnose", "--what", "erank,bogus"], "--what"),
+    (["pareto", "--tasks", "task0", "--out", "x.json"], "exactly two"),
+    (["pareto", "--tasks", "task0,nope", "--out", "x.json"], "unknown task"),
+    (["pareto", "--tasks", "task0,task1", "--methods", "ta,zz", "--out", "x.json"], "unknown method"),
+])
+def test_diagnose_pareto_errors(tiny_zoo, capsys, args, match):
+    assert main([args[0], "--zoo", str(tiny_zoo), *args[1:]]) == 2
+    assert match in capsys.readouterr().err

@@ -4,6 +4,7 @@ The protocol is small (DESIGN.md §2):
 
 * ``adapted_modules()`` — the base's linear modules LoRA may target, by name;
 * ``preprocess(inputs)`` — raw task inputs (texts, images) to a batch of tensors;
+* ``token_count(batch)`` — token positions a forward of the batch processes (for cost estimates);
 * ``features(batch, weights=None)`` — the pooled representation, with ``weights`` an optional mapping
   from parameter names to replacement tensors (W_0 + ΔW). The base is never mutated: overrides go
   through ``torch.func.functional_call``, so a cached base can serve many sessions and merges;
@@ -26,6 +27,8 @@ class Backbone(Protocol):
     def adapted_modules(self) -> dict[str, torch.nn.Module]: ...
 
     def preprocess(self, inputs: list) -> dict[str, torch.Tensor]: ...
+
+    def token_count(self, batch: dict[str, torch.Tensor]) -> int: ...
 
     def features(self, batch: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor: ...
 

@@ -34,6 +34,10 @@ class TextEncoder:
                              return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
+    def token_count(self, batch: dict[str, torch.Tensor]) -> int:
+        """Token positions a forward processes (what per-module cost estimates scale with)."""
+        return int(batch["input_ids"].numel())
+
     def features(self, batch: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None,
                  model: torch.nn.Module | None = None) -> torch.Tensor:
         model = model or self.model

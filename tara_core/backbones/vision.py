@@ -37,6 +37,11 @@ class ImageEncoder:
     def preprocess(self, inputs) -> dict[str, torch.Tensor]:
         return {"pixel_values": images_to_tensor(inputs).to(self.device)}
 
+    def token_count(self, batch: dict[str, torch.Tensor]) -> int:
+        """Token positions a forward processes: images × (patches + the CLS token)."""
+        cfg = self.model.config
+        return int(batch["pixel_values"].shape[0]) * ((cfg.image_size // cfg.patch_size) ** 2 + 1)
+
     def features(self, batch: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None,
                  model: torch.nn.Module | None = None) -> torch.Tensor:
         model = model or self.model

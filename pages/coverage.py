@@ -1,0 +1,37 @@
+"""Coverage: effective rank of the adapters' stacks per layer — how much of the update space they span."""
+import plotly.express as px
+import streamlit as st
+
+from studio import PALETTE, cached_coverage, selection
+from tara_core.diagnostics import coverage
+
+zoo, tasks = selection()
+st.title("Subspace coverage")
+st.caption("Effective rank (exp of the entropy of the normalized singular values) of each stack, per layer. "
+           "The rank-1 stack of all LoRA directions covers more than the N task updates (ΔW stack) do, but less "
+           "than the per-task sum: directions of different tasks overlap. The paper's headline is the ratio "
+           "rank-1 stack / per-task sum.")
+if len(tasks) < 2:
+    st.info("Select at least two tasks in the sidebar.")
+    st.stop()
+normalize = st.toggle("normalize atoms to unit norm", value=False, key="cov_normalize")
+df = cached_coverage(zoo.name, tuple(tasks), normalize)
+runs = st.session_state.get("merge_runs", {})
+method = st.session_state.get("method")
+mine = [r for k, r in runs.items() if k[0] == zoo.name and k[1] == method and k[2] == tuple(tasks) and "merge" in r]
+if mine:  # overlay the session's current merge
+    current = coverage(zoo.adapters.subset(tasks), merged=mine[-1]["merge"])
+    current = current[current.quantity == "erank_merged"].assign(quantity=f"erank_merged ({method}, current ρ)")
+    df = df._append(current, ignore_index=True)
+types = sorted(df.module.unique())
+mtype = st.selectbox("module type", types, key="cov_module")
+sub = df[df.module == mtype].sort_values("layer")
+fig = px.line(sub, x="layer", y="value", color="quantity", markers=True, color_discrete_sequence=PALETTE,
+              hover_data={"value": ":.2f", "module_path": True})
+fig.update_layout(yaxis_title="effective rank", xaxis_title="layer", legend_title="stack", height=420)
+st.plotly_chart(fig, width="stretch", key="coverage_plot")
+wide = df.pivot_table(index="quantity", columns="module", values="value", aggfunc="median").round(2)
+ratio = (df[df.quantity == "erank_rank1_stack"].value.sum() / df[df.quantity == "erank_per_task_sum"].value.sum())
+st.metric("rank-1 stack / per-task sum (all modules)", f"{100 * ratio:.0f} %")
+st.caption("Median over layers, per module type:")
+st.dataframe(wide, width="stretch")
