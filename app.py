@@ -1,10 +1,12 @@
 """TARA Studio dashboard: the router and the shared sidebar. Pages live in pages/; the library is tara_core."""
+import os
+
 import streamlit as st
 
 from studio import DATA_DRIVEN, current_rho, get_zoo, zoo_names
 from tara_core.methods import METHODS
 
-st.set_page_config(page_title="TARA Studio", page_icon="🧩", layout="wide")
+st.set_page_config(page_title="TARA Studio", page_icon=":material/merge:", layout="wide")
 
 with st.sidebar:
     st.markdown("### TARA Studio")
@@ -12,7 +14,8 @@ with st.sidebar:
     if not names:
         st.error("No zoo found. Build one with `python -m tara_core zoo build demo-text`.")
         st.stop()
-    default = names.index("demo-text") if "demo-text" in names else 0
+    preferred = os.environ.get("TARA_DEFAULT_ZOO", "demo-text")
+    default = names.index(preferred) if preferred in names else 0
     st.selectbox("Zoo", names, index=default, key="zoo", help="A base model with one LoRA adapter per task")
     zoo = get_zoo(st.session_state["zoo"])
     st.multiselect("Tasks", zoo.task_names, default=zoo.task_names, key="tasks",
@@ -28,12 +31,12 @@ with st.sidebar:
     st.number_input("Seed", min_value=0, value=0, step=1, key="seed")
 
 pages = [
-    st.Page("pages/adapters.py", title="Adapters", icon="🧱", default=True),
-    st.Page("pages/merge.py", title="Merge", icon="🎚️"),
-    st.Page("pages/coverage.py", title="Coverage", icon="📐"),
-    st.Page("pages/anisotropy.py", title="Anisotropy", icon="🧭"),
-    st.Page("pages/pareto.py", title="Pareto", icon="⚖️"),
-    st.Page("pages/compare.py", title="Compare", icon="📊"),
-    st.Page("pages/methods.py", title="Methods", icon="📚"),
+    st.Page("pages/adapters.py", title="Adapters", icon=":material/inventory_2:", default=True),
+    st.Page("pages/merge.py", title="Merge", icon=":material/tune:"),
+    st.Page("pages/coverage.py", title="Coverage", icon=":material/stacked_line_chart:"),
+    st.Page("pages/anisotropy.py", title="Anisotropy", icon=":material/explore:"),
+    st.Page("pages/pareto.py", title="Pareto", icon=":material/balance:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/bar_chart:"),
+    st.Page("pages/methods.py", title="Methods", icon=":material/menu_book:"),
 ]
 st.navigation(pages).run()
