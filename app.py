@@ -37,6 +37,7 @@ pages = [
     st.Page("pages/anisotropy.py", title="Anisotropy", icon=":material/explore:"),
     st.Page("pages/pareto.py", title="Pareto", icon=":material/balance:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/bar_chart:"),
+    st.Page("pages/osrm.py", title="OSRM", icon=":material/call_split:"),
     st.Page("pages/methods.py", title="Methods", icon=":material/menu_book:"),
 ]
 st.navigation(pages).run()

@@ -229,6 +229,12 @@ def cmd_zoo(args) -> int:
 
         target = build_zoo(args.name, Path(args.out or REPO_ZOOS), overwrite=args.overwrite, log=console.print)
         console.print(f"built {target}")
+        if args.osrm:
+            from .recipes.osrm import build_osrm_zoo
+
+            osrm_target = build_osrm_zoo(str(target), Path(args.out or REPO_ZOOS), overwrite=args.overwrite,
+                                         log=console.print)
+            console.print(f"built {osrm_target}")
         return 0
     from .evaluate import evaluate, merged_overrides  # noqa: F401
 
@@ -313,6 +319,21 @@ def cmd_pareto(args) -> int:
     return 0
 
 
+def cmd_osrm(args) -> int:
+    from .recipes.osrm import build_osrm_zoo, interference_report
+
+    target = build_osrm_zoo(args.zoo, Path(args.out), samples=args.samples, overwrite=args.overwrite,
+                            log=console.print)
+    console.print(f"built {target}")
+    with console.status("measuring interference (standard vs OSRM)"):
+        report = interference_report(args.zoo, str(target), samples=args.samples)
+    summary = (report.groupby(["adapters", "stage"])[["input_interference", "output_interference"]]
+               .mean().reset_index())
+    _print_frame(summary, "mean interference over modules and ordered task pairs")
+    _write_table(report, args.json, None)
+    return 0
+
+
 def backend_label(args) -> str:
     return args.backend + (f" ({args.workers} workers)" if args.workers else "")
 
@@ -383,11 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file (.json or .csv)")
     p.set_defaults(func=cmd_pareto)
 
+    p = sub.add_parser("osrm", help="build the OSRM-initialized variant of a zoo's adapters (a new zoo)")
+    p.add_argument("--zoo", required=True, help="the standard zoo (its recipe's data packages must be installed)")
+    p.add_argument("--out", required=True, help="parent folder for the new zoo <name>-osrm")
+    p.add_argument("--samples", type=int, default=48, help="unlabeled val inputs per task for the second moments")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", help="write the interference rows (per module, task pair, variant, stage)")
+    p.set_defaults(func=cmd_osrm)
+
     p = sub.add_parser("zoo", help="list, build or verify zoos")
     p.add_argument("action", choices=("list", "build", "verify"))
     p.add_argument("name", nargs="?", help="zoo name (or folder, for verify)")
     p.add_argument("--out", help="build: parent folder (default: the repo's zoos/)")
     p.add_argument("--overwrite", action="store_true", help="build: replace an existing zoo")
+    p.add_argument("--osrm", action="store_true", help="build: also build the OSRM variant (<name>-osrm)")
     p.add_argument("--tolerance", type=float, default=0.5, help="verify: allowed accuracy difference (points)")
     p.set_defaults(func=cmd_zoo)
     return parser

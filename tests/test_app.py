@@ -127,3 +127,16 @@ def test_pages_handle_one_task(zoo_env):
         at = _app(page, tasks=["task1"])
         assert not at.exception, (page, at.exception)
         assert at.info, page
+
+
+def test_osrm_page_without_and_with_variant(zoo_env):
+    at = _app("pages/osrm.py")
+    assert not at.exception, at.exception
+    assert any("No OSRM variant" in i.value for i in at.info)
+    from tara_core.recipes.osrm import build_osrm_zoo
+
+    build_osrm_zoo(str(zoo_env / "tiny-text"), zoo_env, samples=8, log=lambda *a: None)
+    at = _app("pages/osrm.py")
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["task", "standard (%)", "OSRM (%)"]

@@ -34,6 +34,24 @@ def sentences(seed: int, n: int) -> list[str]:
                                                       generator=g).tolist()) for _ in range(n)]
 
 
+# The fixture doubles as a (tiny) recipe module for the OSRM rebuild: task_split + finetune_lora.
+TINY_RECIPE = {"seed": 0, "steps": 4, "batch_size": 4, "lr": 5e-3, "r": 2, "alpha": 4, "logit_scale": 5.0,
+               "target_modules": ["query", "value"]}
+
+
+def task_split(t: int, cfg: dict):
+    """Synthetic training sentences for task t (labels by sentence length), all used as train."""
+    inputs = sentences(300 + t, 16)
+    labels = [len(s.split()) % (2 + t) for s in inputs]
+    return inputs, labels, [f"c{k}" for k in range(2 + t)], (list(range(16)), [], [])
+
+
+def finetune_lora(*args, **kwargs):
+    from tara_core.recipes.demo_text import finetune_lora as real
+
+    return real(*args, **kwargs)
+
+
 def build_tiny_zoo(root: Path, n_tasks: int = 3, n_val: int = 8, n_test: int = 20) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import BertConfig, BertModel
@@ -72,7 +90,8 @@ def build_tiny_zoo(root: Path, n_tasks: int = 3, n_val: int = 8, n_test: int = 2
     save_file(heads, str(folder / "heads.safetensors"))
     manifest = {"name": "tiny-text", "description": "test zoo", "kind": "text-encoder",
                 "base": {"source": "zoo", "path": "base"}, "backbone": {"type": "hf-encoder", "max_length": 16},
-                "lora": {"r": 2}, "logit_scale": 5.0, "tasks": tasks, "build": {}}
+                "lora": {"r": 2}, "logit_scale": 5.0, "tasks": tasks,
+                "build": {"recipe": "zoo_fixture", "config": TINY_RECIPE}}
     # hand-checked labels for task 0: base predictions on the first half, a wrong class on the second half;
     # other tasks: their own adapter's predictions on the first 3/4 (so merging has something to lose)
     from tara_core.evaluate import merged_overrides, predict_logits

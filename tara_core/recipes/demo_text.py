@@ -83,6 +83,13 @@ def split_indices(texts: list[str], seed: int, sizes: tuple[int, int, int]) -> t
     return train, val, test
 
 
+def task_split(t_idx: int, cfg: dict):
+    """Task ``t_idx``'s texts, labels, classes and its seeded (train, val, test) indices."""
+    texts, labels, classes = text_sources.READERS[TASKS[t_idx]["reader"]]()
+    return texts, labels, classes, split_indices(texts, cfg["seed"] + t_idx,
+                                                 (cfg["test_size"], cfg["val_size"], cfg["train_size"]))
+
+
 def _embed(encoder, texts: list[str], model=None, batch_size: int = 128) -> torch.Tensor:
     outs = []
     for s in range(0, len(texts), batch_size):
@@ -90,17 +97,25 @@ def _embed(encoder, texts: list[str], model=None, batch_size: int = 128) -> torc
     return torch.cat(outs)
 
 
-def finetune_lora(encoder, head_weight: torch.Tensor, texts: list[str], labels: list[int], cfg: dict, seed: int, log):
-    """PEFT LoRA fine-tuning through the frozen cosine head (AdamW, cosine LR decay); returns the PeftModel."""
+def finetune_lora(encoder, head_weight: torch.Tensor, texts: list[str], labels: list[int], cfg: dict, seed: int, log,
+                  init_A: dict[str, torch.Tensor] | None = None):
+    """PEFT LoRA fine-tuning through the frozen cosine head (AdamW, cosine LR decay); returns the PeftModel.
+
+    ``init_A`` ({module: r × d_in}) replaces PEFT's random A right after creation (OSRM); B stays 0.
+    """
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
     model = get_peft_model(copy.deepcopy(encoder.model),
                            LoraConfig(r=cfg["r"], lora_alpha=cfg["alpha"], target_modules=cfg["target_modules"],
                                       lora_dropout=0.0))
+    for module, A in (init_A or {}).items():
+        layer = model.base_model.model.get_submodule(module)
+        with torch.no_grad():
+            layer.lora_A["default"].weight.copy_(A.to(layer.lora_A["default"].weight.dtype))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg["steps"])))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(cfg["steps"], 1))))
     head = F.normalize(head_weight, dim=-1)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))
@@ -142,8 +157,7 @@ def build(out: Path, log=print, **overrides) -> dict:
     start = time.perf_counter()
     for t_idx, spec in enumerate(TASKS):
         t0 = time.perf_counter()
-        texts, labels, classes = text_sources.READERS[spec["reader"]]()
-        train, val, test = split_indices(texts, cfg["seed"] + t_idx, (cfg["test_size"], cfg["val_size"], cfg["train_size"]))
+        texts, labels, classes, (train, val, test) = task_split(t_idx, cfg)
         prompts = [spec["template"].format(spec["describe"][c]) for c in classes]
         with torch.no_grad():
             heads[spec["name"]] = _embed(encoder, prompts).contiguous()

@@ -107,6 +107,13 @@ def split_images(n: int, seed: int, sizes: tuple[int, int, int]) -> tuple[np.nda
     return order[n_test + n_val:n_test + n_val + n_train], order[n_test:n_test + n_val], order[:n_test]
 
 
+def task_split(t_idx: int, cfg: dict):
+    """Task ``t_idx``'s images, labels, classes and its seeded (train, val, test) indices."""
+    images, labels, classes = TASKS[t_idx]["reader"](cfg["seed"] + 1000 + t_idx)
+    return images, labels, classes, split_images(len(images), cfg["seed"] + t_idx,
+                                                 (cfg["test_size"], cfg["val_size"], cfg["train_size"]))
+
+
 def fit_probe_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int, logit_scale: float,
                    steps: int = 300, seed: int = 0) -> torch.Tensor:
     """Class embeddings W (C × d) of a cosine classifier fitted on frozen features (full-batch Adam)."""
@@ -139,9 +146,7 @@ def build(out: Path, log=print, **overrides) -> dict:
     heads, tasks = {}, []
     for t_idx, spec in enumerate(TASKS):
         t0 = time.perf_counter()
-        images, labels, classes = spec["reader"](cfg["seed"] + 1000 + t_idx)
-        train, val, test = split_images(len(images), cfg["seed"] + t_idx,
-                                        (cfg["test_size"], cfg["val_size"], cfg["train_size"]))
+        images, labels, classes, (train, val, test) = task_split(t_idx, cfg)
         with torch.no_grad():
             feats = torch.cat([encoder.features(encoder.preprocess(images[train[s:s + 512]]))
                                for s in range(0, len(train), 512)])

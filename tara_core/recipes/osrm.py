@@ -1,0 +1,140 @@
+"""Build the OSRM variant of a demo zoo: the same tasks, heads, data, ranks, steps and seeds, but every LoRA A
+initialized by OSRM (:mod:`tara_core.osrm`) from the other tasks' input second moments before fine-tuning.
+
+The result is a complete zoo (``<name>-osrm``) so every command, merge method and dashboard page works on it
+unchanged, and standard vs OSRM adapters can be compared with no training. Second moments are collected on
+the unlabeled val split (``samples`` per task), which is what a merging user has.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from ..export import atomic_dir
+from ..osrm import collect_second_moments, osrm_init, pooled_moment
+
+__all__ = ["build_osrm_zoo"]
+
+
+def _task_lora_config(zoo, t: int, cfg: dict) -> dict:
+    """The recipe's config with task t's own LoRA rank, alpha and targets (as its standard adapter has them)."""
+    adapter = zoo.adapters.adapters[t]
+    ranks = set(adapter.ranks.values())
+    if len(ranks) != 1:
+        raise ValueError(f"{adapter.name}: OSRM rebuild needs one rank for every module, got {sorted(ranks)}")
+    targets = adapter.config.get("target_modules") or cfg["target_modules"]
+    return {**cfg, "r": ranks.pop(), "alpha": adapter.config.get("lora_alpha", cfg.get("alpha")),
+            "target_modules": sorted(targets) if isinstance(targets, (list, set)) else targets}
+
+
+def build_osrm_zoo(zoo_name: str, out_root: Path, samples: int = 48, overwrite: bool = False, log=print) -> Path:
+    from ..zoo import open_zoo
+    from . import finalize_manifest
+
+    zoo = open_zoo(zoo_name)
+    build = zoo.manifest.build
+    recipe = importlib.import_module(build["recipe"])
+    cfg = dict(build["config"])
+    modules = zoo.adapters.module_names
+    encoder = zoo.backbone
+    start = time.perf_counter()
+    moments = []
+    for j, data in enumerate(zoo.data):
+        moments.append(collect_second_moments(encoder, data.val[:samples], modules))
+    collect_s = time.perf_counter() - start
+    log(f"second moments of {len(modules)} modules × {len(moments)} tasks in {collect_s:.1f} s")
+    name = f"{zoo.name}-osrm"
+    target = Path(out_root) / name
+    with atomic_dir(target, overwrite=overwrite) as tmp:
+        for item in zoo.folder.iterdir():  # heads, data and an in-zoo base are shared as they are
+            if item.name in ("adapters", "zoo.json"):
+                continue
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        (tmp / "adapters").mkdir()
+        manifest = json.loads(zoo.manifest.model_dump_json())
+        for t, task in enumerate(zoo.manifest.tasks):
+            t0 = time.perf_counter()
+            others = [k for k in range(len(moments)) if k != t]
+            task_cfg = _task_lora_config(zoo, t, cfg)
+            init_A = {m: osrm_init(pooled_moment([moments[k][m] for k in others]), task_cfg["r"]).float()
+                      for m in modules}
+            inputs, labels, _, (train, _, _) = recipe.task_split(t, cfg)
+            train_inputs = inputs[train] if hasattr(inputs, "shape") else [inputs[i] for i in train]
+            train_labels = (labels[train].tolist() if hasattr(labels, "shape") else [labels[i] for i in train])
+            log(f"[{task.name}] OSRM init of {len(modules)} modules; fine-tuning on {len(train)} examples")
+            model = recipe.finetune_lora(encoder, zoo.heads[t].weight, train_inputs, train_labels, task_cfg,
+                                         seed=cfg["seed"] + 100 + t, log=log, init_A=init_A)
+            model.save_pretrained(tmp / "adapters" / task.name)
+            log(f"[{task.name}] done in {time.perf_counter() - t0:.0f} s")
+        manifest["name"] = name
+        manifest["description"] = f"{zoo.manifest.description} OSRM-initialized adapters (same tasks, ranks, seeds)."
+        manifest["build"] = {"recipe": build["recipe"], "config": cfg,
+                             "osrm": {"from": zoo.name, "samples_per_task": samples, "split": "val (unlabeled)",
+                                      "collect_seconds": round(collect_s, 1)}}
+        for task in manifest["tasks"]:
+            for k in ("individual_accuracy", "anchor_entropy"):
+                task[k] = None
+        manifest = finalize_manifest(tmp, manifest, log)
+        manifest["build"]["total_seconds"] = round(time.perf_counter() - start, 1)
+        (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return target
+
+
+def _initial_As(zoo, t: int, cfg: dict, moments, osrm: bool) -> dict:
+    """Task t's A before fine-tuning: OSRM's, or PEFT's random init regenerated from the recipe's seed."""
+    if osrm:
+        others = [k for k in range(len(moments)) if k != t]
+        r = _task_lora_config(zoo, t, cfg)["r"]
+        return {m: osrm_init(pooled_moment([moments[k][m] for k in others]), r) for m in zoo.adapters.module_names}
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    task_cfg = _task_lora_config(zoo, t, cfg)
+    torch.manual_seed(cfg["seed"] + 100 + t)  # as finetune_lora does before creating the PEFT model
+    model = get_peft_model(copy.deepcopy(zoo.backbone.model),
+                           LoraConfig(r=task_cfg["r"], lora_alpha=task_cfg["alpha"],
+                                      target_modules=task_cfg["target_modules"], lora_dropout=0.0))
+    return {m: model.base_model.model.get_submodule(m).lora_A["default"].weight.detach().double()
+            for m in zoo.adapters.module_names}
+
+
+def interference_report(standard: str, osrm: str, samples: int = 48):
+    """Input interference before/after fine-tuning and output interference after, standard vs OSRM adapters
+    (one row per adapter task t, data task j ≠ t, module, variant, stage); moments from the val split."""
+    import pandas as pd
+
+    from ..diagnostics import split_module_name
+    from ..osrm import input_interference, interference_table
+    from ..zoo import open_zoo
+
+    frames = []
+    std_zoo = open_zoo(standard)
+    moments = [collect_second_moments(std_zoo.backbone, d.val[:samples], std_zoo.adapters.module_names)
+               for d in std_zoo.data]
+    for label, name in (("standard", standard), ("osrm", osrm)):
+        zoo = open_zoo(name)
+        after = interference_table(zoo.adapters, moments, label).assign(stage="after fine-tuning")
+        frames.append(after)
+        cfg = zoo.manifest.build["config"]
+        rows = []
+        for t in range(len(zoo.task_names)):
+            init = _initial_As(zoo, t, cfg, moments, osrm=label == "osrm")
+            for j in range(len(zoo.task_names)):
+                if j == t:
+                    continue
+                for m, A in init.items():
+                    layer, mtype = split_module_name(m)
+                    rows.append({"adapters": label, "module_path": m, "layer": layer, "module": mtype,
+                                 "adapter_task": zoo.task_names[t], "data_task": zoo.task_names[j],
+                                 "input_interference": input_interference(A, moments[j][m].S),
+                                 "output_interference": float("nan"), "stage": "initialization"})
+        frames.append(pd.DataFrame(rows))
+    return pd.concat(frames, ignore_index=True)
+
+
+__all__ += ["interference_report"]

@@ -1,0 +1,108 @@
+"""OSRM initialization and interference against dense numpy references and synthetic subspaces."""
+import numpy as np
+import pytest
+import torch
+
+from tara_core.osrm import (SecondMoment, collect_second_moments, input_interference, osrm_init,
+                            output_interference, pooled_moment)
+from tara_core.zoo import open_zoo
+from zoo_fixture import build_tiny_zoo
+
+
+def test_init_rows_are_orthonormal_smallest_eigenvectors():
+    rng = np.random.default_rng(0)
+    H = rng.normal(size=(200, 12)) @ np.diag(np.linspace(3, 0.1, 12))
+    C = H.T @ H / len(H)
+    A = osrm_init(torch.from_numpy(C), 4).numpy()
+    np.testing.assert_allclose(A @ A.T, np.eye(4), atol=1e-12)
+    w, V = np.linalg.eigh(C)
+    P_ref = V[:, :4] @ V[:, :4].T  # projector on the smallest-eigenvalue eigenspace (dense numpy reference)
+    np.testing.assert_allclose(A.T @ A, P_ref, atol=1e-10)
+    with pytest.raises(ValueError, match="rank"):
+        osrm_init(torch.from_numpy(C), 13)
+
+
+def test_init_is_orthogonal_to_other_tasks_subspace():
+    rng = np.random.default_rng(1)
+    basis = np.linalg.qr(rng.normal(size=(16, 5)))[0]  # the other tasks live in a known 5-dim subspace
+    others = [SecondMoment(torch.zeros(16, 16, dtype=torch.float64)) for _ in range(2)]
+    for m in others:
+        m.add(torch.from_numpy(rng.normal(size=(64, 5)) @ basis.T))
+    A = osrm_init(pooled_moment(others), 8).numpy()
+    np.testing.assert_allclose(A @ basis, 0, atol=1e-10)
+    assert input_interference(torch.from_numpy(A), others[0].S) < 1e-8
+    random_A = torch.from_numpy(np.linalg.qr(rng.normal(size=(16, 8)))[0].T)
+    assert input_interference(random_A, others[0].S) > 0.1
+
+
+def test_streamed_second_moment_equals_batch_one():
+    X = torch.randn(100, 7, dtype=torch.float64)
+    m = SecondMoment(torch.zeros(7, 7, dtype=torch.float64))
+    for chunk in X.split(13):
+        m.add(chunk)
+    torch.testing.assert_close(m.S, X.T @ X)
+    assert m.n == 100
+    torch.testing.assert_close(m.mean(), X.T @ X / 100)
+
+
+def test_interference_formulas_match_dense():
+    g = torch.Generator().manual_seed(0)
+    H = torch.randn(30, 9, generator=g, dtype=torch.float64)
+    At, Bt = torch.randn(3, 9, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    Aj, Bj = torch.randn(3, 9, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    S = H.T @ H
+    assert input_interference(At, S) == pytest.approx(float((At @ H.T).norm() / (At.norm() * H.norm())))
+    assert output_interference(Bt, At, Bj, Aj, S) == pytest.approx(
+        float((Bt @ At @ H.T).norm() / (Bj @ Aj @ H.T).norm()))
+
+
+def test_collected_moments_match_hooked_inputs_and_skip_padding(tmp_path):
+    zoo = open_zoo(build_tiny_zoo(tmp_path))
+    module = zoo.adapters.module_names[0]
+    inputs = zoo.data[0].val[:6]
+    streamed = collect_second_moments(zoo.backbone, inputs, [module], batch_size=4)[module]
+    from tara_core.diagnostics import collect_inputs
+
+    X = collect_inputs(zoo.backbone, inputs, [module])[module].double()  # one batch, padding removed
+    assert streamed.n == X.shape[0]
+    torch.testing.assert_close(streamed.S, X.T @ X, rtol=1e-5, atol=1e-6)
+
+
+def test_osrm_finetune_saves_adapters_peft_loads(tmp_path):
+    from peft import PeftModel
+
+    from tara_core.recipes.demo_text import finetune_lora
+
+    zoo = open_zoo(build_tiny_zoo(tmp_path / "z"))
+    enc = zoo.backbone
+    modules = zoo.adapters.module_names
+    moments = collect_second_moments(enc, zoo.data[1].val, modules)
+    init = {m: osrm_init(moments[m].mean(), 2).float() for m in modules}
+    cfg = dict(r=2, alpha=4, target_modules=sorted({m.split(".")[-1] for m in modules}), lr=1e-3, steps=0,
+               batch_size=4, logit_scale=1.0)
+    model = finetune_lora(enc, zoo.heads[0].weight, zoo.data[0].val, [0] * len(zoo.data[0].val), cfg, seed=0,
+                          log=lambda *_: None, init_A=init)
+    model.save_pretrained(tmp_path / "osrm0")
+    import copy
+
+    loaded = PeftModel.from_pretrained(copy.deepcopy(enc.model), tmp_path / "osrm0")
+    for m in modules:
+        A = loaded.base_model.model.get_submodule(m).lora_A["default"].weight
+        torch.testing.assert_close(A, init[m])
+
+
+def test_build_osrm_zoo_end_to_end(tmp_path):
+    from tara_core.cli import main
+    from tara_core.recipes.osrm import build_osrm_zoo, interference_report
+
+    std = build_tiny_zoo(tmp_path)
+    target = build_osrm_zoo(str(std), tmp_path, samples=8, log=lambda *a: None)
+    osrm = open_zoo(target)  # hashes, accuracies and anchors recorded
+    assert osrm.name == "tiny-text-osrm" and osrm.task_names == ["task0", "task1", "task2"]
+    assert all(t.individual_accuracy is not None and t.anchor_entropy is not None for t in osrm.manifest.tasks)
+    assert main(["zoo", "verify", str(target)]) == 0
+    report = interference_report(str(std), str(target), samples=8)
+    init = report[(report.adapters == "osrm") & (report.stage == "initialization")]
+    std_init = report[(report.adapters == "standard") & (report.stage == "initialization")]
+    assert init.input_interference.mean() < std_init.input_interference.mean()
+    assert set(report.stage) == {"initialization", "after fine-tuning"}
