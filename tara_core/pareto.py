@@ -53,8 +53,9 @@ def _open(zoo_ref):
 
 def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], params: dict | None = None,
                  steps: int = 100, warm_steps: int = 30, limit: int | None = None,
-                 threads: int | None = None) -> list[dict]:
-    """One method's sweep over ``ts`` (a warm-started chain for data-driven methods)."""
+                 threads: int | None = None, warm_start: bool = True) -> list[dict]:
+    """One method's sweep over ``ts`` (a warm-started chain for data-driven methods, unless ``warm_start``
+    is False: then every point runs ``steps`` from φ_init)."""
     import torch
 
     from .evaluate import evaluate
@@ -71,13 +72,13 @@ def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], 
         if spec.data_driven:
             p = {**(params or {}), "steps": steps if phi is None else warm_steps}
             result, record = run_method(zoo, method, p, rho=[t, 1.0 - t], tasks=list(tasks), warm_start=phi, param=param)
-            phi, param = record.phi, record.param
+            phi, param = (record.phi if warm_start else None), record.param
         else:
             result, _ = run_method(zoo, method, {**(params or {}), "weights": [2 * t, 2 * (1 - t)]}, tasks=list(tasks))
         acc = evaluate(zoo, result, tasks=list(tasks), limit=limit)
         names = [zoo.task_names[i] for i in tasks]
         rows.append({"method": method, "t": t, "acc_a": acc[names[0]], "acc_b": acc[names[1]],
-                     "seconds": time.perf_counter() - start, "warm": spec.data_driven and k > 0})
+                     "seconds": time.perf_counter() - start, "warm": spec.data_driven and k > 0 and warm_start})
     return rows
 
 
@@ -113,7 +114,7 @@ def _run_chains(jobs: list[dict], backend: str, workers: int | None) -> list[lis
 def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "ties", "knots-ties",
                  "adamerging-layer", "tara-a", "tara-b"), points: int = 11, params: dict[str, dict] | None = None,
                  steps: int = 100, warm_steps: int = 30, limit: int | None = None, backend: str = "process",
-                 workers: int | None = None) -> pd.DataFrame:
+                 workers: int | None = None, warm_start: bool = True) -> pd.DataFrame:
     """The two-task front of every method plus the individual adapters (method ``individual:<task>``).
 
     ``zoo`` is a :class:`~tara_core.zoo.Zoo` (or its folder, which process/Ray workers reopen).
@@ -129,7 +130,7 @@ def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "t
     ref = str(zoo_obj.folder) if backend != "local" else zoo_obj
     ts = grid(points)
     jobs = [dict(zoo_ref=ref, tasks=tuple(tasks), method=m, ts=ts, params=(params or {}).get(m), steps=steps,
-                 warm_steps=warm_steps, limit=limit) for m in methods]
+                 warm_steps=warm_steps, limit=limit, warm_start=warm_start) for m in methods]
     rows = [r for chain in _run_chains(jobs, backend, workers) for r in chain]
     names = [zoo_obj.task_names[i] for i in tasks]
     for i in tasks:

@@ -141,6 +141,29 @@ def test_cancel_stops_within_one_step_and_returns_best(zoo):
     assert all(torch.equal(res.phi[k], res.best_phi[k]) for k in res.phi)
 
 
+def test_on_best_keeps_the_best_phi_of_an_interrupted_run(zoo):
+    """A run interrupted from outside (an exception in the progress callback, as a dashboard rerun does)
+    still leaves the caller the best φ seen, through on_best."""
+    data = MergeData.from_zoo(zoo)
+    seen = []
+
+    class Interrupted(Exception):
+        pass
+
+    def progress(step, total, record):
+        if step == 4:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        optimize(data, zoo.adapters, "tara-a", config={"steps": 50, "batch_size": 4, "lr": 0.05},
+                 progress=progress, on_best=lambda phi, step: seen.append((step, phi)))
+    full = optimize(data, zoo.adapters, "tara-a", config={"steps": 4, "batch_size": 4, "lr": 0.05})
+    losses = [h["loss"] for h in full.history]
+    best_step = min(range(4), key=losses.__getitem__)
+    assert seen[-1][0] == best_step
+    assert [s for s, _ in seen] == sorted(s for s, _ in seen)
+
+
 def test_warm_start_continues_from_previous_phi(zoo):
     data = MergeData.from_zoo(zoo)
     first = optimize(data, zoo.adapters, "tara-b", config={"steps": 3, "batch_size": 4})

@@ -138,3 +138,9 @@ def test_shipped_zoo_is_consistent_and_disjoint(name):
         chance = 100.0 / len(t.classes)
         assert t.individual_accuracy > max(chance + 10, t.base_accuracy + 3), t.name
         assert t.licence and t.source
+
+
+@pytest.mark.skipif(not (REPO_ZOOS / "demo-vision" / "zoo.json").is_file(), reason="demo-vision not built")
+def test_demo_vision_adapters_reproduce_recorded_accuracy():
+    """The project-pretrained ViT backbone, prototype heads and shipped adapters end to end (zoo verify)."""
+    assert main(["zoo", "verify", "demo-vision"]) == 0
