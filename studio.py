@@ -38,10 +38,13 @@ def selection():
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def cached_eval(zoo_name: str, method: str, params: tuple, tasks: tuple[int, ...]) -> dict:
-    """Merge the selected adapters with a data-free method and evaluate on their test sets."""
+    """Merge the selected adapters with any method (data-driven ones at uniform ρ) and evaluate on their
+    test sets."""
+    from tara_core.run import run_method
+
     zoo = get_zoo(zoo_name)
     start = time.perf_counter()
-    result = merge(zoo.adapters.subset(list(tasks)), method, **dict(params))
+    result, _ = run_method(zoo, method, dict(params), tasks=list(tasks))
     merge_s = time.perf_counter() - start
     acc = evaluate(zoo, result, tasks=list(tasks))
     return {"accuracy": acc, "merge_seconds": merge_s, "seconds": time.perf_counter() - start}
@@ -93,5 +96,4 @@ def cached_front(zoo_name: str, pair: tuple[int, int], methods: tuple[str, ...],
 @st.cache_data(show_spinner=False, max_entries=256)
 def cached_eval_limited(zoo_name: str, method: str, tasks: tuple[int, ...], limit: int) -> dict:
     zoo = get_zoo(zoo_name)
-    result = merge(zoo.adapters.subset(list(tasks)), method)
-    return evaluate(zoo, result, tasks=list(tasks), limit=limit)
+    return evaluate(zoo, merge(zoo.adapters.subset(list(tasks)), method), tasks=list(tasks), limit=limit)

@@ -1,4 +1,4 @@
-"""Compare: every data-free method on the selected tasks — normalized accuracy table and grouped bars."""
+"""Compare: every method on the selected tasks — normalized accuracy table, grouped bars and time taken."""
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -12,11 +12,14 @@ st.caption("Normalized accuracy = 100 · merged accuracy / the task's own adapte
 if len(tasks) < 2:
     st.info("Select at least two tasks in the sidebar to compare merges.")
     st.stop()
-methods = st.multiselect("Methods", list(METHODS), default=["ta", "ties", "knots-ties", "tsv", "iso-c"])
+methods = st.multiselect("Methods", list(METHODS), default=["ta", "ties", "knots-ties", "tsv", "iso-c"],
+                         key="compare_methods")
+steps = st.number_input("steps for TARA / AdaMerging (uniform ρ)", 1, 500, 50, 10, key="compare_steps")
 rows = []
 progress = st.progress(0.0, text="Merging and evaluating...")
 for k, m in enumerate(methods):
-    res = cached_eval(zoo.name, m, (), tuple(tasks))
+    params = (("steps", int(steps)),) if METHODS[m].data_driven else ()
+    res = cached_eval(zoo.name, m, params, tuple(tasks))
     for i in tasks:
         t = zoo.manifest.tasks[i]
         acc = res["accuracy"][t.name]

@@ -140,3 +140,9 @@ def test_osrm_page_without_and_with_variant(zoo_env):
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert list(table.columns) == ["task", "standard (%)", "OSRM (%)"]
+
+
+def test_compare_page_with_a_data_driven_method(zoo_env):
+    at = _app("pages/compare.py", compare_methods=["ta", "tara-b"], compare_steps=3)
+    assert not at.exception, at.exception
+    assert {"ta", "tara-b"} <= set(at.dataframe[0].value.index)
