@@ -102,18 +102,30 @@ def pretrain(cfg: dict, log) -> torch.nn.Module:
     return model.eval()
 
 
-def split_images(n: int, seed: int, sizes: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded disjoint test / val / train index arrays."""
+def split_images(n: int, seed: int, sizes: tuple[int, int, int], images: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded disjoint test / val / train index arrays.
+
+    With ``images``, an image byte-identical to one in train is dropped from val and test, and one identical
+    to a val image from test (some sources hold exact duplicates), so no picture crosses splits.
+    """
     order = np.random.default_rng(seed).permutation(n)
     n_test, n_val, n_train = sizes
-    return order[n_test + n_val:n_test + n_val + n_train], order[n_test:n_test + n_val], order[:n_test]
+    train, val, test = order[n_test + n_val:n_test + n_val + n_train], order[n_test:n_test + n_val], order[:n_test]
+    if images is not None:
+        key = lambda i: images[i].tobytes()  # noqa: E731
+        seen = {key(i) for i in train}
+        val = np.array([i for i in val if key(i) not in seen], dtype=order.dtype)
+        seen |= {key(i) for i in val}
+        test = np.array([i for i in test if key(i) not in seen], dtype=order.dtype)
+    return train, val, test
 
 
 def task_split(t_idx: int, cfg: dict):
     """Task ``t_idx``'s images, labels, classes and its seeded (train, val, test) indices."""
     images, labels, classes = TASKS[t_idx]["reader"](cfg["seed"] + 1000 + t_idx)
     return images, labels, classes, split_images(len(images), cfg["seed"] + t_idx,
-                                                 (cfg["test_size"], cfg["val_size"], cfg["train_size"]))
+                                                 (cfg["test_size"], cfg["val_size"], cfg["train_size"]), images)
 
 
 def fit_probe_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int, logit_scale: float,
