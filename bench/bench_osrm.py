@@ -13,6 +13,11 @@ Shapes: demo-vision (d = 128), demo-text MiniLM (d = 384), LLaMA-3-8B q_proj (d 
 """
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from a checkout: python bench/<name>.py
+
 import argparse
 import json
 import subprocess
