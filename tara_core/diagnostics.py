@@ -16,6 +16,7 @@ rows about all modules together have ``layer = -1`` and ``module = "all"``.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ def coverage(adapters: AdapterSet, merged=None, inputs: dict[str, torch.Tensor] 
 @torch.no_grad()
 def collect_inputs(backbone, batch_inputs: list, modules: list[str]) -> dict[str, torch.Tensor]:
     """Inputs X (tokens × d_in) of each module of the frozen base on a batch, through forward hooks."""
+    with getattr(backbone, "_forward_lock", contextlib.nullcontext()):  # hooks on a shared model: no overlap
+        return _collect_locked(backbone, batch_inputs, modules)
+
+
+def _collect_locked(backbone, batch_inputs: list, modules: list[str]) -> dict[str, torch.Tensor]:
     store: dict[str, torch.Tensor] = {}
     handles = []
     for m in modules:

@@ -18,6 +18,7 @@ Interference is computed from the same second moments, since ‖M Hᵀ‖²_F = 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import pandas as pd
@@ -53,6 +54,11 @@ def collect_second_moments(backbone, inputs: list, modules: list[str], batch_siz
     Padding positions (``attention_mask == 0``) are left out. Memory: one d_in × d_in matrix per module
     plus one batch of activations, however many inputs are streamed.
     """
+    with getattr(backbone, "_forward_lock", contextlib.nullcontext()):  # hooks on a shared model: no overlap
+        return _collect_moments_locked(backbone, inputs, modules, batch_size)
+
+
+def _collect_moments_locked(backbone, inputs, modules, batch_size):
     moments = {m: None for m in modules}
     mask_box: dict[str, torch.Tensor | None] = {"mask": None}
     handles = []

@@ -144,3 +144,34 @@ def test_shipped_zoo_is_consistent_and_disjoint(name):
 def test_demo_vision_adapters_reproduce_recorded_accuracy():
     """The project-pretrained ViT backbone, prototype heads and shipped adapters end to end (zoo verify)."""
     assert main(["zoo", "verify", "demo-vision"]) == 0
+
+
+def test_concurrent_merged_forwards_do_not_mix(tiny_zoo):
+    """functional_call swaps override tensors into the shared module during a forward: forwards from two
+    threads (two dashboard sessions) must each see only their own merge."""
+    import threading
+
+    from tara_core.evaluate import merged_overrides
+
+    zoo = open_zoo(tiny_zoo)
+    bb = zoo.backbone
+    batch = bb.preprocess(zoo.data[0].val)
+    merges = [merged_overrides(zoo, merge(zoo.adapters.subset([i]), "cat")) for i in range(3)]
+    expected = [bb.features(batch, w) for w in merges]
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            for _ in range(20):
+                out = bb.features(batch, merges[i % 3])
+                if not torch.allclose(out, expected[i % 3]):
+                    errors.append(i)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

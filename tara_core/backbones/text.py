@@ -1,6 +1,7 @@
 """HF transformer encoders (BERT family, e.g. all-MiniLM-L6-v2) with mean pooling, as sentence encoders."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -24,6 +25,9 @@ class TextEncoder:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.max_length = max_length
+        # functional_call swaps the override tensors into the shared module for the duration of a forward,
+        # so forwards from different threads (dashboard sessions, interrupted reruns) must not overlap
+        self._forward_lock = threading.RLock()
         self.device = device
 
     def adapted_modules(self) -> dict[str, torch.nn.Module]:
@@ -41,6 +45,10 @@ class TextEncoder:
     def features(self, batch: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None,
                  model: torch.nn.Module | None = None) -> torch.Tensor:
         model = model or self.model
+        with self._forward_lock:
+            return self._features(batch, weights, model)
+
+    def _features(self, batch, weights, model) -> torch.Tensor:
         if weights:
             hidden = functional_call(model, weights, args=(), kwargs=batch, strict=False).last_hidden_state
         else:

@@ -1,6 +1,7 @@
 """A small HF ViT (``ViTModel``) as an image encoder over 28 × 28 grayscale images (demo-vision)."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,9 @@ class ImageEncoder:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = device
+        # functional_call swaps the override tensors into the shared module for the duration of a forward,
+        # so forwards from different threads (dashboard sessions, interrupted reruns) must not overlap
+        self._forward_lock = threading.RLock()
 
     def adapted_modules(self) -> dict[str, torch.nn.Module]:
         return {n: m for n, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -45,6 +49,10 @@ class ImageEncoder:
     def features(self, batch: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None,
                  model: torch.nn.Module | None = None) -> torch.Tensor:
         model = model or self.model
+        with self._forward_lock:
+            return self._features(batch, weights, model)
+
+    def _features(self, batch, weights, model) -> torch.Tensor:
         if weights:
             hidden = functional_call(model, weights, args=(), kwargs=batch, strict=False).last_hidden_state
         else:
