@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from browser import chromium_page, goto_page, streamlit_server, wait_idle  # noqa: E402
 
-PAGES = [("Adapters", "Adapters ·"), ("Merge", "average normalized accuracy"), ("Coverage", "rank-1 stack / per-task sum"),
-         ("Anisotropy", "ξ over preference pairs"), ("Pareto", "Two-task Pareto fronts"), ("Compare", "Compare methods"),
+PAGES = [("Adapters", "Adapters ·"), ("Merge", "average normalized accuracy"), ("Coverage", "rank-1 stack / per-task sum (all modules)"),
+         ("Anisotropy", "ξ over preference pairs"), ("Pareto", "accuracy (%)"), ("Compare", "Compare methods"),
          ("OSRM", "OSRM: orthogonal-subspace initialization")]
 
 

@@ -75,7 +75,7 @@ def goto_page(page, title: str) -> None:
 
 def wait_idle(page, timeout: float = 120_000) -> None:
     """Wait until Streamlit has finished the current run (no 'Running...' status widget)."""
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(1000)  # the running indicator appears shortly after a rerun starts
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 

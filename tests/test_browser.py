@@ -52,7 +52,7 @@ def test_every_page_in_chromium(tmp_path):
         assert before != after
         page.screenshot(path=str(SHOTS / "merge.png"), full_page=True)
 
-        for title, marker in [("Coverage", "rank-1 stack / per-task sum"), ("Anisotropy", "ξ over preference pairs"),
+        for title, marker in [("Coverage", "rank-1 stack / per-task sum (all modules)"), ("Anisotropy", "ξ over preference pairs"),
                               ("Pareto", "Two-task Pareto fronts"), ("Compare", "Compare methods"),
                               ("Methods", "Methods")]:
             goto_page(page, title)
