@@ -53,6 +53,15 @@ def cached_eval(zoo_name: str, method: str, params: tuple, tasks: tuple[int, ...
 DATA_DRIVEN = ["tara-b", "tara-a", "adamerging-layer", "adamerging-task"]
 
 
+@st.cache_resource
+def optimization_lock():
+    """One optimization at a time per server: reruns and fragments of a session (and other sessions) can
+    overlap in Streamlit's threads, and all of them train through the one cached base model."""
+    import threading
+
+    return threading.Lock()
+
+
 def current_rho(tasks: list[int]) -> list[float]:
     """The sidebar's ρ for the selected tasks, normalized to sum 1 (uniform when all sliders are 0)."""
     zoo = get_zoo(st.session_state["zoo"])

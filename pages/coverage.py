@@ -1,4 +1,5 @@
 """Coverage: effective rank of the adapters' stacks per layer — how much of the update space they span."""
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -22,7 +23,7 @@ mine = [r for k, r in runs.items() if k[0] == zoo.name and k[1] == method and k[
 if mine:  # overlay the session's current merge
     current = coverage(zoo.adapters.subset(tasks), merged=mine[-1]["merge"])
     current = current[current.quantity == "erank_merged"].assign(quantity=f"erank_merged ({method}, current ρ)")
-    df = df._append(current, ignore_index=True)
+    df = pd.concat([df, current], ignore_index=True)
 types = sorted(df.module.unique())
 mtype = st.selectbox("module type", types, key="cov_module")
 sub = df[df.module == mtype].sort_values("layer")

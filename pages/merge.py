@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from studio import PALETTE, cached_eval_limited, current_rho, get_param, selection
+from studio import PALETTE, cached_eval_limited, current_rho, get_param, optimization_lock, selection
 from tara_core.diagnostics import split_module_name
 from tara_core.evaluate import evaluate
 from tara_core.methods import get_method
@@ -75,10 +75,12 @@ def optimize_panel():
         def on_best(phi, step):
             partial[key] = {"rho": rho, "phi": phi, "step": step, "seconds": time.perf_counter() - start}
 
-        _, record = run_method(zoo, method, {"steps": steps, "batch_size": int(batch_size),
+        with optimization_lock():
+            _, record = run_method(zoo, method, {"steps": steps, "batch_size": int(batch_size),
                                              "seed": int(st.session_state.get("seed", 0))},
-                               rho=rho, tasks=tasks, warm_start=warm, param=get_param(zoo.name, method, tuple(tasks)),
-                               progress=on_progress, on_best=on_best)
+                                   rho=rho, tasks=tasks, warm_start=warm,
+                                   param=get_param(zoo.name, method, tuple(tasks)), progress=on_progress,
+                                   on_best=on_best)
         partial.pop(key, None)
         runs[key] = {"rho": rho, "phi": record.phi, "steps": record.steps_run, "stopped": False,
                      "seconds": time.perf_counter() - start, "warm": warm is not None}

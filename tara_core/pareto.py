@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -82,6 +83,22 @@ def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], 
     return rows
 
 
+@contextmanager
+def _neutral_main():
+    """Spawned workers re-import the parent's ``__main__`` (a script, a Streamlit page, a test runner's
+    entry point); give them an empty one instead, since the chains only need tara_core."""
+    import sys
+    import types
+
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
+
+
 def _run_chains(jobs: list[dict], backend: str, workers: int | None) -> list[list[dict]]:
     if backend == "local" or len(jobs) == 1:
         return [method_chain(**job) for job in jobs]
@@ -91,7 +108,7 @@ def _run_chains(jobs: list[dict], backend: str, workers: int | None) -> list[lis
 
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with _neutral_main(), ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(method_chain, **{**job, "threads": threads}) for job in jobs]
             return [f.result() for f in futures]
     if backend == "ray":
