@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from .adapters import AdapterSet
-from .lowrank import Factors, effective_rank, erank_from_gram, rank1_gram, thin_svd
+from .lowrank import Factors, effective_rank, erank_from_gram, normalize_gram, rank1_gram, thin_svd
 from .objective import scalarize, validate_rho
 from .tara import Parameterization, build_parameterization
 
@@ -79,16 +79,10 @@ def coverage(adapters: AdapterSet, merged=None, inputs: dict[str, torch.Tensor] 
         A = torch.cat([f.A for f in fs], 0)
         values = {"erank_per_task_sum": per_task, "erank_rank1_stack": erank_from_gram(rank1_gram(B, A, normalize))}
         G = _cross_gram(fs)
-        if normalize:
-            d = torch.sqrt(torch.diagonal(G).clamp(min=1e-300))
-            G = G / d[:, None] / d[None, :]
-        values["erank_dw_stack"] = erank_from_gram(G)
+        values["erank_dw_stack"] = erank_from_gram(normalize_gram(G) if normalize else G)
         if inputs is not None and module in inputs:
             Gx = _cross_gram(fs, inputs[module])
-            if normalize:
-                d = torch.sqrt(torch.diagonal(Gx).clamp(min=1e-300))
-                Gx = Gx / d[:, None] / d[None, :]
-            values["erank_dx_stack"] = erank_from_gram(Gx)
+            values["erank_dx_stack"] = erank_from_gram(normalize_gram(Gx) if normalize else Gx)
         if merged is not None and module in merged.deltas:
             f = merged.deltas[module]
             values["erank_merged"] = effective_rank(thin_svd(f.B.double(), f.A.double()).S)

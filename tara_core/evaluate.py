@@ -14,6 +14,7 @@ import torch
 
 from .backbones import delta_weights
 from .methods import MergeResult
+from .objective import entropy
 
 __all__ = ["merged_overrides", "predict_logits", "task_accuracy", "evaluate", "mean_entropy", "eval_rows"]
 
@@ -50,12 +51,6 @@ def evaluate(zoo, result=None, tasks: list[int] | None = None, limit: int | None
     overrides = merged_overrides(zoo, result)
     tasks = range(len(zoo.task_names)) if tasks is None else tasks
     return {zoo.task_names[i]: task_accuracy(zoo, i, overrides, limit) for i in tasks}
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Per-sample predictive entropy −Σ p log p (the reference code's ε = 1e-10 inside the log)."""
-    p = torch.softmax(logits, dim=-1)
-    return -(p * torch.log(p + 1e-10)).sum(-1)
 
 
 def mean_entropy(zoo, task: int, overrides=None) -> float:

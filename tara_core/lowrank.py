@@ -22,6 +22,7 @@ __all__ = [
     "thin_svd",
     "hconcat_svd",
     "rank1_gram",
+    "normalize_gram",
     "effective_rank",
     "erank_from_gram",
     "frobenius_norm",
@@ -148,10 +149,13 @@ def rank1_gram(B: torch.Tensor, A: torch.Tensor, normalize: bool = False) -> tor
     every atom is scaled to unit Frobenius norm first (G_kk = 1), the option DESIGN.md §5 asks for.
     """
     G = (B.T @ B) * (A @ A.T)
-    if normalize:
-        d = torch.sqrt(torch.clamp(torch.diagonal(G), min=torch.finfo(G.dtype).tiny))
-        G = G / d[:, None] / d[None, :]
-    return G
+    return normalize_gram(G) if normalize else G
+
+
+def normalize_gram(G: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix of the same vectors scaled to unit norm: G_kl / sqrt(G_kk G_ll)."""
+    d = torch.sqrt(torch.clamp(torch.diagonal(G), min=torch.finfo(G.dtype).tiny))
+    return G / d[:, None] / d[None, :]
 
 
 def effective_rank(singular_values: torch.Tensor) -> float:
