@@ -16,7 +16,6 @@ rows about all modules together have ``layer = -1`` and ``module = "all"``.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pandas as pd
 import torch
 
 from .adapters import AdapterSet
+from .backbones import module_inputs
 from .lowrank import Factors, effective_rank, erank_from_gram, normalize_gram, rank1_gram, thin_svd
 from .objective import scalarize, validate_rho
 from .tara import Parameterization, build_parameterization
@@ -91,31 +91,10 @@ def coverage(adapters: AdapterSet, merged=None, inputs: dict[str, torch.Tensor] 
     return pd.DataFrame(rows)
 
 
-@torch.no_grad()
 def collect_inputs(backbone, batch_inputs: list, modules: list[str]) -> dict[str, torch.Tensor]:
-    """Inputs X (tokens × d_in) of each module of the frozen base on a batch, through forward hooks."""
-    with getattr(backbone, "_forward_lock", contextlib.nullcontext()):  # hooks on a shared model: no overlap
-        return _collect_locked(backbone, batch_inputs, modules)
-
-
-def _collect_locked(backbone, batch_inputs: list, modules: list[str]) -> dict[str, torch.Tensor]:
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-    for m in modules:
-        def hook(mod, args, _m=m):
-            store[_m] = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-
-        handles.append(backbone.model.get_submodule(m).register_forward_pre_hook(hook))
-    try:
-        batch = backbone.preprocess(batch_inputs)
-        backbone.features(batch)
-        if "attention_mask" in batch:  # keep real tokens only
-            keep = batch["attention_mask"].reshape(-1).bool()
-            store = {m: x[keep] if x.shape[0] == keep.numel() else x for m, x in store.items()}
-    finally:
-        for h in handles:
-            h.remove()
-    return store
+    """Inputs X (tokens × d_in, fp32) of each module of the frozen base on one batch."""
+    batch = next(module_inputs(backbone, batch_inputs, modules, batch_size=max(len(batch_inputs), 1)))
+    return {m: x.float() for m, x in batch.items()}
 
 
 @dataclass

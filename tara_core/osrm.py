@@ -18,13 +18,13 @@ Interference is computed from the same second moments, since ‖M Hᵀ‖²_F = 
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from .adapters import AdapterSet
+from .backbones import module_inputs
 from .diagnostics import split_module_name
 
 __all__ = ["SecondMoment", "collect_second_moments", "pooled_moment", "osrm_init", "input_interference",
@@ -47,41 +47,18 @@ class SecondMoment:
         return self.S / max(self.n, 1)
 
 
-@torch.no_grad()
 def collect_second_moments(backbone, inputs: list, modules: list[str], batch_size: int = 32) -> dict[str, SecondMoment]:
     """Stream ``inputs`` through the frozen base and accumulate each module's input second moment.
 
     Padding positions (``attention_mask == 0``) are left out. Memory: one d_in × d_in matrix per module
     plus one batch of activations, however many inputs are streamed.
     """
-    with getattr(backbone, "_forward_lock", contextlib.nullcontext()):  # hooks on a shared model: no overlap
-        return _collect_moments_locked(backbone, inputs, modules, batch_size)
-
-
-def _collect_moments_locked(backbone, inputs, modules, batch_size):
-    moments = {m: None for m in modules}
-    mask_box: dict[str, torch.Tensor | None] = {"mask": None}
-    handles = []
-    for m in modules:
-        def hook(mod, args, _m=m):
-            x = args[0]
-            x = x.reshape(-1, x.shape[-1])
-            mask = mask_box["mask"]
-            if mask is not None and mask.numel() == x.shape[0]:
-                x = x[mask]
-            if moments[_m] is None:
-                moments[_m] = SecondMoment(torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float64))
-            moments[_m].add(x)
-
-        handles.append(backbone.model.get_submodule(m).register_forward_pre_hook(hook))
-    try:
-        for start in range(0, len(inputs), batch_size):
-            batch = backbone.preprocess(inputs[start:start + batch_size])
-            mask_box["mask"] = batch["attention_mask"].reshape(-1).bool() if "attention_mask" in batch else None
-            backbone.features(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    moments: dict[str, SecondMoment | None] = {m: None for m in modules}
+    for batch in module_inputs(backbone, inputs, modules, batch_size):
+        for m, x in batch.items():
+            if moments[m] is None:
+                moments[m] = SecondMoment(torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float64))
+            moments[m].add(x)
     return moments
 
 

@@ -12,13 +12,14 @@ The protocol is small (DESIGN.md §2):
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Backbone", "TaskHead", "delta_weights"]
+__all__ = ["Backbone", "TaskHead", "delta_weights", "module_inputs"]
 
 
 class Backbone(Protocol):
@@ -59,3 +60,28 @@ def delta_weights(model: torch.nn.Module, deltas: dict[str, torch.Tensor]) -> di
         w0 = model.get_submodule(module).weight
         out[f"{module}.weight"] = w0 + delta.reshape(w0.shape).to(w0.dtype)
     return out
+
+
+@torch.no_grad()
+def module_inputs(backbone, inputs: list, modules: list[str], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Per batch of ``inputs``: {module: X (tokens × d_in)}, what reaches each module of the frozen base
+    (forward pre-hooks; padding positions left out). The backbone's forward lock is held while iterating,
+    since the hooks sit on a model other threads may share."""
+    with getattr(backbone, "_forward_lock", contextlib.nullcontext()):
+        store: dict[str, torch.Tensor] = {}
+        handles = []
+        for m in modules:
+            def hook(mod, args, _m=m):
+                store[_m] = args[0].detach().reshape(-1, args[0].shape[-1])
+
+            handles.append(backbone.model.get_submodule(m).register_forward_pre_hook(hook))
+        try:
+            for start in range(0, len(inputs), batch_size):
+                batch = backbone.preprocess(inputs[start:start + batch_size])
+                store.clear()
+                backbone.features(batch)
+                keep = batch["attention_mask"].reshape(-1).bool() if "attention_mask" in batch else None
+                yield {m: x[keep] if keep is not None and x.shape[0] == keep.numel() else x for m, x in store.items()}
+        finally:
+            for h in handles:
+                h.remove()
