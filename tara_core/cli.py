@@ -302,7 +302,7 @@ def cmd_pareto(args) -> int:
     zoo = open_zoo(args.zoo, device=args.device)
     tasks = _task_indices(zoo, args.tasks) or []
     if len(tasks) != 2:
-        raise UsageError("--tasks takes exactly two task names, e.g. --tasks sms_spam,movie_review")
+        raise UsageError("--tasks takes exactly two task names, e.g. --tasks tweet_sentiment,movie_review")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         get_method(m)
@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pareto", help="two-task Pareto fronts of several methods")
     p.add_argument("--zoo", required=True)
-    p.add_argument("--tasks", required=True, help="two task names, e.g. sms_spam,movie_review")
+    p.add_argument("--tasks", required=True, help="two task names, e.g. tweet_sentiment,movie_review")
     p.add_argument("--points", type=int, default=11, help="grid points per method (t from 1 to 0)")
     p.add_argument("--methods", default="ta,ties,knots-ties,adamerging-layer,tara-a,tara-b")
     p.add_argument("--steps", type=int, default=100, help="AdamW steps at the first (cold) point")

@@ -30,7 +30,7 @@ def merged_overrides(zoo, result: MergeResult | dict[str, torch.Tensor] | None) 
 
 
 @torch.no_grad()
-def predict_logits(zoo, task: int, inputs: list, overrides=None, batch_size: int = 128) -> torch.Tensor:
+def predict_logits(zoo, task: int, inputs: list, overrides=None, batch_size: int = 256) -> torch.Tensor:
     bb, head = zoo.backbone, zoo.heads[task]
     outs = []
     for start in range(0, len(inputs), batch_size):

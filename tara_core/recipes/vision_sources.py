@@ -10,42 +10,17 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import pickle
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ..adapters import AdapterError
-from .text_sources import package_file
+from .shipped import debian_package, package_file
 
 ImageData = tuple[np.ndarray, np.ndarray, list[str]]
 SIZE = 28
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TARA_CACHE", Path.home() / ".cache" / "tara"))
-
-
-def debian_package(name: str) -> Path:
-    """Unpack a Debian package (downloaded, not installed) into the cache; returns the unpacked root."""
-    root = cache_dir() / "debian" / name
-    if (root / ".complete").is_file():
-        return root
-    debs = cache_dir() / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run(["apt-get", "download", name], cwd=debs, check=True, capture_output=True)
-        deb = sorted(debs.glob(f"{name}_*.deb"))[-1]
-        root.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError, IndexError) as exc:
-        detail = getattr(exc, "stderr", b"") or b""
-        raise AdapterError(f"cannot fetch the Debian package {name!r} ({exc}; {detail.decode(errors='replace')[:200]})") from None
-    (root / ".complete").touch()
-    return root
 
 
 def _idx(path: Path) -> np.ndarray:
@@ -205,4 +180,4 @@ def pretraining_glyphs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 __all__ = ["fashion_mnist", "animal_shapes", "mnist_5k", "sklearn_digits", "letters", "glyph_style",
-           "pretraining_glyphs", "debian_package", "fonts", "render_glyphs"]
+           "pretraining_glyphs", "fonts", "render_glyphs"]
