@@ -103,6 +103,6 @@ def cached_front(zoo_name: str, pair: tuple[int, int], methods: tuple[str, ...],
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def cached_eval_limited(zoo_name: str, method: str, tasks: tuple[int, ...], limit: int) -> dict:
+def cached_eval_limited(zoo_name: str, method: str, tasks: tuple[int, ...], limit: int, bf16: bool = False) -> dict:
     zoo = get_zoo(zoo_name)
-    return evaluate(zoo, merge(zoo.adapters.subset(list(tasks)), method), tasks=list(tasks), limit=limit)
+    return evaluate(zoo, merge(zoo.adapters.subset(list(tasks)), method), tasks=list(tasks), limit=limit, bf16=bf16)

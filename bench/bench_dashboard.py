@@ -4,8 +4,9 @@ Starts ``streamlit run app.py`` on the chosen zoo (default demo-text), opens the
 Chromium (Playwright), and times:
 
 * **cold**: first visit, φ optimized from φ = 0.4 (the page's "steps (first run)");
-* **warm**: each slider release after that (φ warm-started, "steps (after a ρ move)"), until the caption
-  under the Stop button shows the new ρ and Streamlit is idle.
+* **warm**: each slider release after that (one arrow-key step; φ warm-started, "steps (after a ρ move)"),
+  until the caption under the Stop button shows the new ρ and Streamlit is idle (the accuracy bars and the
+  φ map are drawn in the same run, before the caption's run ends).
 
     .venv/bin/python bench/bench_dashboard.py --zoo demo-text --moves 5
 """
@@ -46,11 +47,11 @@ def main() -> None:
         for k in range(args.moves):
             before = page.get_by_text("φ for ρ =").inner_text()
             t0 = time.perf_counter()
-            move_slider(page, first_task, 2, "ArrowLeft" if k % 2 == 0 else "ArrowRight")
+            move_slider(page, first_task, 1, "ArrowLeft" if k % 2 == 0 else "ArrowRight")
             page.wait_for_function(
                 "(old) => [...document.querySelectorAll('p,div')].some(e => e.innerText && "
                 "e.innerText.startsWith('φ for ρ =') && e.innerText !== old)", arg=before, timeout=300_000)
-            wait_idle(page, 300_000)
+            wait_idle(page, 300_000, settle_ms=0)
             warm.append(time.perf_counter() - t0)
         if args.screenshot:
             page.screenshot(path=args.screenshot, full_page=True)

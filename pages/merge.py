@@ -13,7 +13,8 @@ from studio import PALETTE, cached_eval_limited, current_rho, get_param, optimiz
 from tara_core.diagnostics import split_module_name
 from tara_core.evaluate import evaluate
 from tara_core.methods import get_method
-from tara_core.optimize import to_merge_result
+from tara_core.optimize import merge_from_phi
+from tara_core.precision import bf16_is_native
 from tara_core.run import run_method
 
 zoo, tasks = selection()
@@ -34,24 +35,23 @@ warm_steps = c2.number_input("steps (after a ρ move)", 1, 500, 8, 1, key="warm_
 batch_size = c3.number_input("batch per task", 1, 64, 8, 1, key="merge_batch")
 limit = c4.number_input("test examples per task", 20, 2000, 100, 20, key="eval_limit",
                         help="Accuracy is measured on the first N test examples of each task")
+bf16 = st.toggle("bf16 (fast)", value=bf16_is_native(zoo.device), key="merge_bf16",
+                 help="Run the model's matmuls in bfloat16 (on by default where the hardware has native bf16: "
+                      "about 2× faster steps and 3× faster evaluation here; accuracies move by rounding only). "
+                      "Off: fp32, the precision of the CLI's tables.")
 rho = current_rho(tasks)
-key = (zoo.name, method, tuple(tasks), int(batch_size), int(st.session_state.get("seed", 0)))
+key = (zoo.name, method, tuple(tasks), int(batch_size), int(st.session_state.get("seed", 0)), bf16)
 runs = st.session_state.setdefault("merge_runs", {})
 partial = st.session_state.setdefault("merge_partial", {})
 
 
 def _result(run):
-    """(MergeResult, accuracies) of a stored run, evaluated once per run."""
-    if "acc" not in run or run["acc_limit"] != limit:
-        param = get_param(zoo.name, method, tuple(tasks))
-        adapters = zoo.adapters.subset(tasks)
-        from tara_core.optimize import OptimizeResult
-
-        rec = OptimizeResult(method, run["rho"], run["phi"], run["phi"], run["steps"])
-        rec.param = param
-        run["merge"] = to_merge_result(rec, adapters, method)
-        run["acc"] = evaluate(zoo, run["merge"], tasks=tasks, limit=int(limit))
-        run["acc_limit"] = limit
+    """(MergeResult, accuracies) of a stored run, evaluated once per run and evaluation setting."""
+    if run.get("acc_key") != (limit, bf16):
+        run["merge"] = merge_from_phi(get_param(zoo.name, method, tuple(tasks)), run["phi"],
+                                      zoo.adapters.subset(tasks), method, params={"rho": run["rho"]})
+        run["acc"] = evaluate(zoo, run["merge"], tasks=tasks, limit=int(limit), bf16=bf16)
+        run["acc_key"] = (limit, bf16)
     return run["merge"], run["acc"]
 
 
@@ -77,7 +77,7 @@ def optimize_panel():
 
         with optimization_lock():
             _, record = run_method(zoo, method, {"steps": steps, "batch_size": int(batch_size),
-                                             "seed": int(st.session_state.get("seed", 0))},
+                                                 "seed": int(st.session_state.get("seed", 0)), "bf16": bf16},
                                    rho=rho, tasks=tasks, warm_start=warm,
                                    param=get_param(zoo.name, method, tuple(tasks)), progress=on_progress,
                                    on_best=on_best)
@@ -92,14 +92,14 @@ def optimize_panel():
 def show_results(run):
     names = [zoo.task_names[i] for i in tasks]
     individual = {t.name: t.individual_accuracy for t in zoo.manifest.tasks}
-    ta = cached_eval_limited(zoo.name, "ta", tuple(tasks), int(limit))
+    ta = cached_eval_limited(zoo.name, "ta", tuple(tasks), int(limit), bf16)
     if spec.data_driven:
         merged, acc = _result(run)
         how = (f"stopped at step {run['steps']}" if run.get("stopped")
                else f"{run['steps']} {'warm' if run.get('warm') else 'cold'} steps")
         st.caption(f"φ for ρ = ({', '.join(f'{r:.2f}' for r in run['rho'])}): {how} in {run['seconds']:.1f} s")
     else:
-        merged, acc = None, cached_eval_limited(zoo.name, method, tuple(tasks), int(limit))
+        merged, acc = None, cached_eval_limited(zoo.name, method, tuple(tasks), int(limit), bf16)
         st.caption(f"{method} is data-free: ρ does not change it.")
     norm = [100 * acc[n] / individual[n] for n in names]
     norm_ta = [100 * ta[n] / individual[n] for n in names]

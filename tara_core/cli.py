@@ -186,7 +186,7 @@ def cmd_eval(args) -> int:
             result = merge(zoo.adapters, m, **per[m])
         merge_s = time.perf_counter() - start
         with console.status(f"{m}: evaluating on {len(zoo.task_names)} tasks"):
-            acc = evaluate(zoo, result, limit=args.limit)
+            acc = evaluate(zoo, result, limit=args.limit, bf16=args.bf16)
         total_s = time.perf_counter() - start
         method_rows = eval_rows(m, acc, individual)
         for r in method_rows:
@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
     p.add_argument("--rho", help="task preference for data-driven methods, e.g. 0.2,0.8 (normalized)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true",
+                   help="evaluate under bf16 autocast (CUDA or a CPU with native bf16; default fp32); "
+                        "for learned methods also pass --param bf16=true")
     p.add_argument("--json", help="write tidy rows {method, task, accuracy, individual_accuracy, normalized_accuracy}")
     p.set_defaults(func=cmd_eval)
 

@@ -15,6 +15,7 @@ import torch
 from .backbones import delta_weights
 from .methods import MergeResult
 from .objective import entropy
+from .precision import autocast
 
 __all__ = ["merged_overrides", "predict_logits", "task_accuracy", "evaluate", "mean_entropy", "eval_rows"]
 
@@ -30,27 +31,34 @@ def merged_overrides(zoo, result: MergeResult | dict[str, torch.Tensor] | None) 
 
 
 @torch.no_grad()
-def predict_logits(zoo, task: int, inputs: list, overrides=None, batch_size: int = 256) -> torch.Tensor:
+def predict_logits(zoo, task: int, inputs: list, overrides=None, batch_size: int = 256,
+                   bf16: bool = False) -> torch.Tensor:
     bb, head = zoo.backbone, zoo.heads[task]
     outs = []
     for start in range(0, len(inputs), batch_size):
         batch = bb.preprocess(inputs[start:start + batch_size])
-        outs.append(head(bb.features(batch, overrides)).float().cpu())
+        with autocast(getattr(bb, "device", "cpu"), bf16):
+            features = bb.features(batch, overrides)
+        outs.append(head(features.float()).cpu())
     return torch.cat(outs) if outs else torch.zeros(0, head.num_classes)
 
 
-def task_accuracy(zoo, task: int, overrides=None, limit: int | None = None) -> float:
+def task_accuracy(zoo, task: int, overrides=None, limit: int | None = None, bf16: bool = False) -> float:
     data = zoo.data[task]
     inputs, labels = data.test_inputs[:limit], data.test_labels[:limit]
-    pred = predict_logits(zoo, task, inputs, overrides).argmax(-1)
+    pred = predict_logits(zoo, task, inputs, overrides, bf16=bf16).argmax(-1)
     return 100.0 * float((pred == labels).float().mean())
 
 
-def evaluate(zoo, result=None, tasks: list[int] | None = None, limit: int | None = None) -> dict[str, float]:
-    """Test accuracy (%) per task for a merge result (or a dict of dense deltas, or None for the base)."""
+def evaluate(zoo, result=None, tasks: list[int] | None = None, limit: int | None = None,
+             bf16: bool = False) -> dict[str, float]:
+    """Test accuracy (%) per task for a merge result (or a dict of dense deltas, or None for the base).
+
+    ``bf16`` runs the backbone under bf16 autocast (see :mod:`tara_core.precision`); the default is fp32.
+    """
     overrides = merged_overrides(zoo, result)
     tasks = range(len(zoo.task_names)) if tasks is None else tasks
-    return {zoo.task_names[i]: task_accuracy(zoo, i, overrides, limit) for i in tasks}
+    return {zoo.task_names[i]: task_accuracy(zoo, i, overrides, limit, bf16) for i in tasks}
 
 
 def mean_entropy(zoo, task: int, overrides=None) -> float:

@@ -19,6 +19,7 @@ from .adapters import AdapterSet
 from .methods import MergeError, MergeResult
 from .methods.learned import OptimizeConfig, parse_config
 from .objective import entropy, scalarize, validate_rho
+from .precision import autocast
 from .tara import Parameterization, build_parameterization, choose_mode, install_side_path_hooks, side_paths
 
 __all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "task_entropies", "parse_config"]
@@ -168,7 +169,6 @@ def optimize(
     best_phi = {k: v.detach().clone() for k, v in phi.items()}
     opt = torch.optim.AdamW(list(phi.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = _Sampler([len(v) for v in data.val], cfg.batch_size, cfg.seed)
-    device_type = "cuda" if str(getattr(data.backbone, "device", "cpu")).startswith("cuda") else "cpu"
     result = OptimizeResult(variant, rho_t.tolist(), phi, best_phi, 0, config=cfg.model_dump())
     best_loss = float("inf")
     modes = None
@@ -181,7 +181,7 @@ def optimize(
         if modes is None:
             probe = data.backbone.preprocess([x for b in batches for x in b])
             modes = _modes(param, data.backbone.token_count(probe), cfg.mode)
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with autocast(getattr(data.backbone, "device", "cpu"), cfg.bf16):
             H = task_entropies(data, param, phi, batches, modes, adapters.fan_in_fan_out)
         loss = scalarize(H.float(), rho_t, data.anchors, cfg.scalarization, cfg.alpha)
         if float(loss.detach()) < best_loss:  # loss of the φ *before* this step's update
@@ -209,23 +209,30 @@ def optimize(
     return result
 
 
-def to_merge_result(result: OptimizeResult, adapters: AdapterSet, method: str | None = None) -> MergeResult:
-    """The learned merge as a :class:`MergeResult` (exact factors; φ kept as coefficients)."""
-    param = result.param
-    deltas = param.deltas(result.phi)
+def merge_from_phi(param: Parameterization, phi: dict[str, torch.Tensor], adapters: AdapterSet, method: str,
+                   params: dict | None = None, info: dict | None = None) -> MergeResult:
+    """The merge ΔW(φ) of a parameterization as a :class:`MergeResult` (exact factors; φ kept as coefficients)."""
     return MergeResult(
-        method=method or result.variant,
-        params={**result.config, "rho": result.rho},
-        deltas=dict(deltas),
+        method=method,
+        params=dict(params or {}),
+        deltas=dict(param.deltas(phi)),
         adapter_names=adapters.names,
         adapter_hashes=[a.sha256 for a in adapters.adapters],
         weight_shapes=dict(adapters.weight_shapes),
         fan_in_fan_out=dict(adapters.fan_in_fan_out),
-        coefficients={k: v.detach() for k, v in result.phi.items()},
-        info={"seconds": result.seconds, "steps_run": result.steps_run, "cancelled": result.cancelled,
-              "best_step": result.best_step, "num_coefficients": param.num_parameters,
-              "final_losses": result.final_losses()},
+        coefficients={k: v.detach() for k, v in phi.items()},
+        info={"num_coefficients": param.num_parameters, **(info or {})},
     )
 
 
-__all__ += ["to_merge_result"]
+def to_merge_result(result: OptimizeResult, adapters: AdapterSet, method: str | None = None) -> MergeResult:
+    """The learned merge of an optimization run, with its config, ρ and run summary."""
+    return merge_from_phi(
+        result.param, result.phi, adapters, method or result.variant,
+        params={**result.config, "rho": result.rho},
+        info={"seconds": result.seconds, "steps_run": result.steps_run, "cancelled": result.cancelled,
+              "best_step": result.best_step, "final_losses": result.final_losses()},
+    )
+
+
+__all__ += ["merge_from_phi", "to_merge_result"]

@@ -73,9 +73,12 @@ def goto_page(page, title: str) -> None:
     page.get_by_role("link", name=title).first.click()
 
 
-def wait_idle(page, timeout: float = 120_000) -> None:
-    """Wait until Streamlit has finished the current run (no 'Running...' status widget)."""
-    page.wait_for_timeout(1000)  # the running indicator appears shortly after a rerun starts
+def wait_idle(page, timeout: float = 120_000, settle_ms: int = 1000) -> None:
+    """Wait until Streamlit has finished the current run (no 'Running...' status widget).
+
+    ``settle_ms`` first gives a just-triggered rerun time to show its running indicator; pass 0 when the
+    caller already saw the rerun's output change."""
+    page.wait_for_timeout(settle_ms)
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 

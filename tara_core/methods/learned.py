@@ -28,7 +28,7 @@ class OptimizeConfig(BaseModel):
     clamp_min: float | None = Field(None, description="optional lower bound on φ (default: unconstrained)")
     clamp_max: float | None = Field(None, description="optional upper bound on φ")
     mode: Literal["auto", "materialized", "side"] = Field("auto", description="how each module applies ΔW(φ)")
-    bf16: bool = Field(False, description="bf16 autocast (CUDA)")
+    bf16: bool = Field(False, description="bf16 autocast of the backbone (CUDA, or a CPU with native bf16)")
 
 
 def parse_config(params: dict) -> OptimizeConfig:
