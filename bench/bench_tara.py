@@ -9,8 +9,10 @@ Compares, on the same batch (``--batch-size`` unlabeled inputs from every task o
 * the reference code's approach: every module gets a gated rank-K LoRA side path x ↦ W₀x + B diag(g) A x,
   with, for TARA-B, B = [UΣ, …, UΣ] repeated for each of the N tasks (K = N·R columns, no folding).
 
-Then the slider case: φ optimized cold (``--cold-steps``) at uniform ρ, ρ moved, and φ re-optimized
-warm-started for a few steps; wall time and test accuracy against a cold run at the new ρ.
+Then the slider case: φ optimized cold (``--cold-steps``, fp32) at uniform ρ, ρ moved, and φ re-optimized
+warm-started for a few steps (fp32 and, where the CPU has native bf16, bf16 autocast; ``--warm-batch``
+inputs per task); wall time and test accuracy (fp32) against a cold run at the new ρ, and the previous φ
+left as it was (0 steps) to show how much the move itself matters.
 
     .venv/bin/python bench/bench_tara.py --zoo demo-text
 """
@@ -30,6 +32,7 @@ from rich.table import Table
 
 from tara_core.evaluate import evaluate
 from tara_core.optimize import MergeData, optimize, to_merge_result
+from tara_core.precision import bf16_is_native
 from tara_core.tara import ModuleParam, Parameterization, build_parameterization
 from tara_core.zoo import open_zoo
 
@@ -45,10 +48,10 @@ def reference_param(param: Parameterization) -> Parameterization:
     return Parameterization(param.variant, modules, param.n_tasks, param.init, param.clamp)
 
 
-def time_steps(data, adapters, variant, steps, param=None, mode="auto", batch_size=16) -> float:
-    optimize(data, adapters, variant, config={"steps": 1, "mode": mode, "batch_size": batch_size}, param=param)
-    rec = optimize(data, adapters, variant, config={"steps": steps, "mode": mode, "batch_size": batch_size},
-                   param=param)
+def time_steps(data, adapters, variant, steps, param=None, mode="auto", batch_size=16, bf16=False) -> float:
+    config = {"mode": mode, "batch_size": batch_size, "bf16": bf16}
+    optimize(data, adapters, variant, config={**config, "steps": 1}, param=param)
+    rec = optimize(data, adapters, variant, config={**config, "steps": steps}, param=param)
     return rec.seconds / steps
 
 
@@ -80,7 +83,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--cold-steps", type=int, default=250)
-    ap.add_argument("--warm-steps", default="10,25,50")
+    ap.add_argument("--warm-steps", default="3,5,8")
+    ap.add_argument("--warm-batch", default="8,16", help="inputs per task in the warm runs")
     ap.add_argument("--skip-warm", action="store_true")
     args = ap.parse_args()
     console = Console()
@@ -103,6 +107,10 @@ def main() -> None:
             s_ref = time_steps(data, adapters, variant, args.steps, ref, mode="side", batch_size=args.batch_size)
             table.add_row(f"{variant} (reference: gated rank-K side paths)", str(param.num_parameters),
                           f"{s_ref:.3f}", f"{s_ref / plain:.2f}")
+        if variant == "tara-b" and bf16_is_native():
+            s16 = time_steps(data, adapters, variant, args.steps, param, batch_size=args.batch_size, bf16=True)
+            table.add_row(f"{variant} (tara_core, auto, bf16 autocast)", str(param.num_parameters), f"{s16:.3f}",
+                          f"{s16 / plain:.2f}")
     console.print(table)
     if args.skip_warm:
         return
@@ -117,18 +125,25 @@ def main() -> None:
     cold_s = time.perf_counter() - t0
     acc_cold = evaluate(zoo, to_merge_result(cold, adapters))
     warm = Table(title=f"{zoo.name}: ρ moved from uniform to {[round(r, 3) for r in rho1]} (TARA-B)")
-    for col in ("run", "steps", "seconds", f"{zoo.task_names[0]} acc", "avg acc", "Δ avg vs cold (points)"):
+    for col in ("run", "precision", "batch / task", "steps", "seconds", f"{zoo.task_names[0]} acc", "avg acc",
+                "Δ avg vs cold (points)"):
         warm.add_column(col, justify="right" if col != "run" else "left")
     avg = lambda acc: sum(acc.values()) / len(acc)  # noqa: E731
-    warm.add_row("cold", str(args.cold_steps), f"{cold_s:.1f}", f"{acc_cold[zoo.task_names[0]]:.1f}",
+    warm.add_row("cold", "fp32", "16", str(args.cold_steps), f"{cold_s:.1f}", f"{acc_cold[zoo.task_names[0]]:.1f}",
                  f"{avg(acc_cold):.2f}", "0.00")
-    for k in [int(x) for x in args.warm_steps.split(",")]:
-        t0 = time.perf_counter()
-        rec = optimize(data, adapters, "tara-b", rho=rho1, config={"steps": k}, warm_start=base.phi, param=param)
-        secs = time.perf_counter() - t0
-        acc = evaluate(zoo, to_merge_result(rec, adapters))
-        warm.add_row("warm", str(k), f"{secs:.1f}", f"{acc[zoo.task_names[0]]:.1f}", f"{avg(acc):.2f}",
-                     f"{avg(acc) - avg(acc_cold):+.2f}")
+    acc_prev = evaluate(zoo, to_merge_result(base, adapters))
+    warm.add_row("previous φ (uniform ρ), not re-optimized", "fp32", "—", "0", "0.0",
+                 f"{acc_prev[zoo.task_names[0]]:.1f}", f"{avg(acc_prev):.2f}", f"{avg(acc_prev) - avg(acc_cold):+.2f}")
+    for bf16 in (False, True) if bf16_is_native() else (False,):
+        for batch in [int(x) for x in args.warm_batch.split(",")]:
+            for k in [int(x) for x in args.warm_steps.split(",")]:
+                t0 = time.perf_counter()
+                rec = optimize(data, adapters, "tara-b", rho=rho1, config={"steps": k, "batch_size": batch, "bf16": bf16},
+                               warm_start=base.phi, param=param)
+                secs = time.perf_counter() - t0
+                acc = evaluate(zoo, to_merge_result(rec, adapters))
+                warm.add_row("warm", "bf16" if bf16 else "fp32", str(batch), str(k), f"{secs:.1f}",
+                             f"{acc[zoo.task_names[0]]:.1f}", f"{avg(acc):.2f}", f"{avg(acc) - avg(acc_cold):+.2f}")
     console.print(warm)
 
 

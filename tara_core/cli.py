@@ -319,6 +319,25 @@ def cmd_pareto(args) -> int:
     return 0
 
 
+def cmd_sensitivity(args) -> int:
+    from .pareto import preference_sensitivity, sensitivity_summary
+
+    zoo = open_zoo(args.zoo, device=args.device)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        if not get_method(m).data_driven:
+            raise UsageError(f"{m} is data-free: ρ does not change it")
+    with console.status(f"{len(methods)} methods × {args.draws} ρ draws") as status:
+        rows = preference_sensitivity(zoo, methods, draws=args.draws, steps=args.steps, seed=args.seed,
+                                      limit=args.limit, progress=status.update, bf16=args.bf16)
+    _print_frame(sensitivity_summary(rows), f"{zoo.name}: per-task accuracy over {args.draws} Dirichlet ρ draws")
+    out_path = Path(args.out)
+    _write_table(rows, None if out_path.suffix == ".csv" else str(out_path),
+                 str(out_path) if out_path.suffix == ".csv" else None)
+    console.print(f"wrote {out_path}")
+    return 0
+
+
 def cmd_osrm(args) -> int:
     from .recipes.osrm import build_osrm_zoo, interference_report
 
@@ -406,6 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="output file (.json or .csv)")
     p.set_defaults(func=cmd_pareto)
+
+    p = sub.add_parser("sensitivity", help="per-task accuracy over random ρ draws (the paper's Fig. 4)")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--methods", default="adamerging-layer,tara-b")
+    p.add_argument("--draws", type=int, default=5, help="ρ ~ Dirichlet(1) draws (seeded)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the optimization (evaluation stays fp32)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output file (.json or .csv): rows method, draw, task, rho_task, accuracy")
+    p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("osrm", help="build the OSRM-initialized variant of a zoo's adapters (a new zoo)")
     p.add_argument("--zoo", required=True, help="the standard zoo (its recipe's data packages must be installed)")

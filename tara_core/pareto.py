@@ -166,9 +166,10 @@ def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "t
 
 def preference_sensitivity(zoo, methods: Sequence[str] = ("adamerging-layer", "tara-b"), draws: int = 5,
                            steps: int = 100, seed: int = 0, limit: int | None = None,
-                           progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+                           progress: Callable[[str], None] | None = None, bf16: bool = False) -> pd.DataFrame:
     """Per-task accuracy over random ρ ~ Dirichlet(1) draws (the paper's Fig. 4): a method that follows ρ
-    spreads; one that ignores it does not. Rows: method, draw, task, rho_task, accuracy."""
+    spreads; one that ignores it does not. Rows: method, draw, task, rho_task, accuracy (fp32 evaluation;
+    ``bf16`` only speeds up the optimization)."""
     from .evaluate import evaluate
     from .run import run_method
 
@@ -178,10 +179,20 @@ def preference_sensitivity(zoo, methods: Sequence[str] = ("adamerging-layer", "t
     rows = []
     for m in methods:
         for d, rho in enumerate(rhos):
-            result, _ = run_method(zoo, m, {"steps": steps}, rho=rho)
+            result, _ = run_method(zoo, m, {"steps": steps, "bf16": bf16}, rho=rho)
             acc = evaluate(zoo, result, limit=limit)
             for i, task in enumerate(zoo.task_names):
                 rows.append({"method": m, "draw": d, "task": task, "rho_task": rho[i], "accuracy": acc[task]})
             if progress:
                 progress(f"{m} draw {d + 1}/{draws}")
     return pd.DataFrame(rows)
+
+
+def sensitivity_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per method and task: min, max, std and spread (max − min) of accuracy over the ρ draws, and the
+    correlation between a task's ρ and its accuracy (does the accuracy follow the preference?)."""
+    g = rows.groupby(["method", "task"])
+    out = g["accuracy"].agg(["min", "max", "std"])
+    out["spread"] = out["max"] - out["min"]
+    out["corr(rho, acc)"] = g.apply(lambda d: d["rho_task"].corr(d["accuracy"]), include_groups=False)
+    return out.reset_index()

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tara_core.pareto import grid, non_dominated, pareto_front, preference_sensitivity
+from tara_core.cli import main
+from tara_core.pareto import grid, non_dominated, pareto_front, preference_sensitivity, sensitivity_summary
 from tara_core.zoo import open_zoo
 from zoo_fixture import build_tiny_zoo
 
@@ -66,3 +67,21 @@ def test_preference_sensitivity_rows(zoo):
     df = preference_sensitivity(zoo, methods=("tara-b",), draws=2, steps=2)
     assert len(df) == 2 * len(zoo.task_names)
     assert np.allclose(df.groupby("draw")["rho_task"].sum(), 1.0)
+
+
+def test_sensitivity_summary_by_hand():
+    rows = pd.DataFrame({"method": ["m"] * 3, "task": ["a"] * 3, "rho_task": [0.1, 0.5, 0.9],
+                         "accuracy": [60.0, 70.0, 80.0], "draw": [0, 1, 2]})
+    (row,) = sensitivity_summary(rows).to_dict("records")
+    assert (row["min"], row["max"], row["spread"]) == (60.0, 80.0, 20.0)
+    assert row["std"] == pytest.approx(10.0)
+    assert row["corr(rho, acc)"] == pytest.approx(1.0)
+
+
+def test_sensitivity_cli(zoo, tmp_path):
+    out = tmp_path / "sens.csv"
+    assert main(["sensitivity", "--zoo", str(zoo.folder), "--methods", "tara-b", "--draws", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert set(df.columns) >= {"method", "draw", "task", "rho_task", "accuracy"} and len(df) == 2 * len(zoo.task_names)
+    assert main(["sensitivity", "--zoo", str(zoo.folder), "--methods", "ta", "--out", str(out)]) == 2
