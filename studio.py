@@ -95,11 +95,11 @@ def cached_anisotropy(zoo_name: str, tasks: tuple[int, ...], rho: tuple[float, .
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_front(zoo_name: str, pair: tuple[int, int], methods: tuple[str, ...], points: int, steps: int,
-                 warm_steps: int, limit: int):
+                 warm_steps: int, limit: int, bf16: bool = False):
     from tara_core.pareto import pareto_front
 
     return pareto_front(get_zoo(zoo_name), pair, methods, points=points, steps=steps, warm_steps=warm_steps,
-                        limit=limit, backend="local")
+                        limit=limit, backend="local", bf16=bf16)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -27,6 +27,7 @@ from tara_core.diagnostics import collect_inputs, diagnose
 from tara_core.lowrank import effective_rank, erank_from_gram, rank1_gram
 from tara_core.optimize import MergeData
 from tara_core.pareto import pareto_front
+from tara_core.precision import bf16_is_native
 from tara_core.zoo import open_zoo
 
 
@@ -83,12 +84,20 @@ def main() -> None:
     ap.add_argument("--warm-steps", type=int, default=20)
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--skip-front", action="store_true")
+    ap.add_argument("--front-only", action="store_true")
     args = ap.parse_args()
     console = Console()
-    gram_vs_explicit(console)
-
     zoo = open_zoo(args.zoo)
     _ = zoo.backbone, zoo.adapters, zoo.data
+    if not args.front_only:
+        diagnostics_tables(console, zoo, args)
+    if args.skip_front:
+        return
+    front_table(console, zoo, args)
+
+
+def diagnostics_tables(console, zoo, args) -> None:
+    gram_vs_explicit(console)
     t = Table(title=f"{zoo.name}: diagnostics ({len(zoo.task_names)} tasks, {len(zoo.adapters.module_names)} modules)")
     for c in ("what", "seconds", "rows"):
         t.add_column(c, justify="right" if c != "what" else "left")
@@ -100,19 +109,23 @@ def main() -> None:
     t.add_row("J (RAW + ORTH, autograd), κ, ξ over all preference pairs", f"{s2:.2f}", str(len(df2)))
     t.add_row("all diagnostics", f"{s + s2:.2f}", str(len(df) + len(df2)))
     console.print(t)
-    if args.skip_front:
-        return
+
+
+def front_table(console, zoo, args) -> None:
     pair = tuple(int(x) for x in args.pair.split(","))
     f = Table(title=f"{zoo.name}: {args.points}-point TARA-B front, tasks {[zoo.task_names[i] for i in pair]}")
     for c in ("way", "seconds", "steps in total"):
         f.add_column(c, justify="right" if c != "way" else "left")
-    _, warm_s = timed(lambda: pareto_front(zoo, pair, ("tara-b",), points=args.points, steps=args.steps,
-                                           warm_steps=args.warm_steps, limit=args.limit, backend="local"))
-    f.add_row(f"warm-started chain ({args.steps} + {args.points - 1} × {args.warm_steps} steps)", f"{warm_s:.1f}",
-              str(args.steps + (args.points - 1) * args.warm_steps))
+    precisions = (False, True) if bf16_is_native() else (False,)
+    for bf16 in precisions:
+        _, warm_s = timed(lambda: pareto_front(zoo, pair, ("tara-b",), points=args.points, steps=args.steps,
+                                               warm_steps=args.warm_steps, limit=args.limit, backend="local",
+                                               bf16=bf16))
+        f.add_row(f"warm-started chain ({args.steps} + {args.points - 1} × {args.warm_steps} steps), "
+                  f"{'bf16' if bf16 else 'fp32'}", f"{warm_s:.1f}", str(args.steps + (args.points - 1) * args.warm_steps))
     _, cold_s = timed(lambda: pareto_front(zoo, pair, ("tara-b",), points=args.points, steps=args.steps,
                                            limit=args.limit, backend="local", warm_start=False))
-    f.add_row(f"cold start at every point ({args.points} × {args.steps} steps)", f"{cold_s:.1f}",
+    f.add_row(f"cold start at every point ({args.points} × {args.steps} steps), fp32", f"{cold_s:.1f}",
               str(args.points * args.steps))
     console.print(f)
 

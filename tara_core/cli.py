@@ -308,7 +308,8 @@ def cmd_pareto(args) -> int:
         get_method(m)
     with console.status(f"{len(methods)} fronts × {args.points} points on {backend_label(args)}"):
         df = pareto_front(zoo, tuple(tasks), methods, points=args.points, steps=args.steps,
-                          warm_steps=args.warm_steps, limit=args.limit, backend=args.backend, workers=args.workers)
+                          warm_steps=args.warm_steps, limit=args.limit, backend=args.backend, workers=args.workers,
+                          bf16=args.bf16)
     _print_frame(df[["method", "t", "acc_a", "acc_b", "on_front", "seconds"]], f"{zoo.name}: {args.tasks} front")
     out_path = Path(args.out)
     if out_path.suffix == ".csv":
@@ -423,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="process", choices=("process", "local", "ray"))
     p.add_argument("--workers", type=int, help="parallel chains (default: one per method, at most the CPUs)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="optimize and evaluate under bf16 autocast (default fp32)")
     p.add_argument("--out", required=True, help="output file (.json or .csv)")
     p.set_defaults(func=cmd_pareto)
 

@@ -54,9 +54,10 @@ def _open(zoo_ref):
 
 def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], params: dict | None = None,
                  steps: int = 100, warm_steps: int = 30, limit: int | None = None,
-                 threads: int | None = None, warm_start: bool = True) -> list[dict]:
+                 threads: int | None = None, warm_start: bool = True, bf16: bool = False) -> list[dict]:
     """One method's sweep over ``ts`` (a warm-started chain for data-driven methods, unless ``warm_start``
-    is False: then every point runs ``steps`` from φ_init)."""
+    is False: then every point runs ``steps`` from φ_init); ``bf16``: optimize and evaluate under bf16
+    autocast (:mod:`tara_core.precision`)."""
     import torch
 
     from .evaluate import evaluate
@@ -71,12 +72,12 @@ def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], 
     for k, t in enumerate(ts):
         start = time.perf_counter()
         if spec.data_driven:
-            p = {**(params or {}), "steps": steps if phi is None else warm_steps}
+            p = {**(params or {}), "steps": steps if phi is None else warm_steps, "bf16": bf16}
             result, record = run_method(zoo, method, p, rho=[t, 1.0 - t], tasks=list(tasks), warm_start=phi, param=param)
             phi, param = (record.phi if warm_start else None), record.param
         else:
             result, _ = run_method(zoo, method, {**(params or {}), "weights": [2 * t, 2 * (1 - t)]}, tasks=list(tasks))
-        acc = evaluate(zoo, result, tasks=list(tasks), limit=limit)
+        acc = evaluate(zoo, result, tasks=list(tasks), limit=limit, bf16=bf16)
         names = [zoo.task_names[i] for i in tasks]
         rows.append({"method": method, "t": t, "acc_a": acc[names[0]], "acc_b": acc[names[1]],
                      "seconds": time.perf_counter() - start, "warm": spec.data_driven and k > 0 and warm_start})
@@ -131,8 +132,10 @@ def _run_chains(jobs: list[dict], backend: str, workers: int | None) -> list[lis
 def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "ties", "knots-ties",
                  "adamerging-layer", "tara-a", "tara-b"), points: int = 11, params: dict[str, dict] | None = None,
                  steps: int = 100, warm_steps: int = 30, limit: int | None = None, backend: str = "process",
-                 workers: int | None = None, warm_start: bool = True) -> pd.DataFrame:
+                 workers: int | None = None, warm_start: bool = True, bf16: bool = False) -> pd.DataFrame:
     """The two-task front of every method plus the individual adapters (method ``individual:<task>``).
+
+    ``bf16`` runs every chain and evaluation under bf16 autocast (fp32 by default).
 
     ``zoo`` is a :class:`~tara_core.zoo.Zoo` (or its folder, which process/Ray workers reopen).
     """
@@ -147,12 +150,12 @@ def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "t
     ref = str(zoo_obj.folder) if backend != "local" else zoo_obj
     ts = grid(points)
     jobs = [dict(zoo_ref=ref, tasks=tuple(tasks), method=m, ts=ts, params=(params or {}).get(m), steps=steps,
-                 warm_steps=warm_steps, limit=limit, warm_start=warm_start) for m in methods]
+                 warm_steps=warm_steps, limit=limit, warm_start=warm_start, bf16=bf16) for m in methods]
     rows = [r for chain in _run_chains(jobs, backend, workers) for r in chain]
     names = [zoo_obj.task_names[i] for i in tasks]
     for i in tasks:
         alone = merge(zoo_obj.adapters.subset([i]), "cat")
-        acc = evaluate(zoo_obj, alone, tasks=list(tasks), limit=limit)
+        acc = evaluate(zoo_obj, alone, tasks=list(tasks), limit=limit, bf16=bf16)
         rows.append({"method": f"individual:{zoo_obj.task_names[i]}", "t": float(i == tasks[0]),
                      "acc_a": acc[names[0]], "acc_b": acc[names[1]], "seconds": 0.0, "warm": False})
     df = pd.DataFrame(rows)
