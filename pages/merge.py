@@ -30,7 +30,7 @@ spec = get_method(method)
 c1, c2, c3, c4 = st.columns(4)
 cold_steps = c1.number_input("steps (first run)", 1, 1000, 60, 10, key="cold_steps",
                              help="AdamW steps from φ = 0.4 (TA) when nothing is cached yet")
-warm_steps = c2.number_input("steps (after a ρ move)", 1, 500, 5, 1, key="warm_steps",
+warm_steps = c2.number_input("steps (after a ρ move)", 1, 500, 3, 1, key="warm_steps",
                              help="AdamW steps from the previous φ")
 batch_size = c3.number_input("batch per task", 1, 64, 8, 1, key="merge_batch")
 limit = c4.number_input("test examples per task", 20, 2000, 100, 20, key="eval_limit",

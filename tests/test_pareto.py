@@ -85,3 +85,12 @@ def test_sensitivity_cli(zoo, tmp_path):
     df = pd.read_csv(out)
     assert set(df.columns) >= {"method", "draw", "task", "rho_task", "accuracy"} and len(df) == 2 * len(zoo.task_names)
     assert main(["sensitivity", "--zoo", str(zoo.folder), "--methods", "ta", "--out", str(out)]) == 2
+
+
+def test_bf16_front_matches_fp32_front(zoo):
+    kwargs = dict(methods=("ta", "tara-b"), points=3, steps=2, warm_steps=1, backend="local")
+    fp32 = pareto_front(zoo, (0, 1), **kwargs)
+    bf16 = pareto_front(zoo, (0, 1), bf16=True, **kwargs)
+    assert list(bf16["method"]) == list(fp32["method"]) and list(bf16["t"]) == list(fp32["t"])
+    # 20 test examples per task: a flipped prediction is 5 points
+    assert (bf16[["acc_a", "acc_b"]] - fp32[["acc_a", "acc_b"]]).abs().max().max() <= 10.0
