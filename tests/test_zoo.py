@@ -175,3 +175,23 @@ def test_concurrent_merged_forwards_do_not_mix(tiny_zoo):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_adapter_configs_are_canonicalized_for_stable_hashes(tmp_path):
+    from tara_core.recipes import canonicalize_adapter_configs
+
+    folder = tmp_path / "adapters" / "a"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": ["value", "key", "query"]}))
+    assert canonicalize_adapter_configs(tmp_path) == [folder / "adapter_config.json"]
+    assert json.loads((folder / "adapter_config.json").read_text())["target_modules"] == ["key", "query", "value"]
+    assert canonicalize_adapter_configs(tmp_path) == []  # idempotent: a sorted config is left as written
+
+
+@pytest.mark.parametrize("name", ["demo-text", "demo-vision", "demo-text-osrm", "demo-vision-osrm"])
+def test_shipped_adapter_configs_are_canonical(name, tmp_path):
+    from tara_core.recipes import canonicalize_adapter_configs
+
+    copy_root = tmp_path / name
+    shutil.copytree(REPO_ZOOS / name / "adapters", copy_root / "adapters")
+    assert canonicalize_adapter_configs(copy_root) == []

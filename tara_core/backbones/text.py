@@ -60,7 +60,7 @@ class TextEncoder:
 
     def _features(self, batch, weights, model) -> torch.Tensor:
         buckets = self.buckets(batch)
-        if len(buckets) == 1 and bool(batch["attention_mask"].all()):
+        if len(buckets) == 1:  # already padded to its own longest row: run it as is (same numerics, same order)
             return self._pooled(batch, weights, model)
         lengths = batch["attention_mask"].sum(1)
         left = self.tokenizer.padding_side == "left"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..export import atomic_dir
 
-__all__ = ["RECIPES", "build_zoo", "finalize_manifest"]
+__all__ = ["RECIPES", "build_zoo", "canonicalize_adapter_configs", "finalize_manifest"]
 
 
 def _demo_text(out, log, **kw):
@@ -31,12 +31,28 @@ def _demo_vision(out, log, **kw):
 RECIPES = {"demo-text": _demo_text, "demo-vision": _demo_vision}
 
 
+def canonicalize_adapter_configs(folder: Path) -> list[Path]:
+    """Sort ``target_modules`` in every ``adapters/*/adapter_config.json`` under ``folder``.
+
+    PEFT stores target_modules as a set, so its saved order follows Python's per-process string hashing and
+    the same build would otherwise hash differently from run to run. Returns the files rewritten."""
+    changed = []
+    for path in sorted(folder.glob("adapters/*/adapter_config.json")):
+        config = json.loads(path.read_text())
+        if isinstance(config.get("target_modules"), list) and config["target_modules"] != sorted(config["target_modules"]):
+            config["target_modules"] = sorted(config["target_modules"])
+            path.write_text(json.dumps(config, indent=2, sort_keys=True))
+            changed.append(path)
+    return changed
+
+
 def finalize_manifest(folder: Path, manifest: dict, log=print) -> dict:
     """Measure base/individual accuracy and anchors with the shipped files and hash every file."""
     from ..evaluate import evaluate, mean_entropy, merged_overrides
     from ..methods import merge
     from ..zoo import Zoo, ZooManifest, file_sha256
 
+    canonicalize_adapter_configs(folder)
     zoo = Zoo(folder, ZooManifest.model_validate(manifest))
     base_acc = evaluate(zoo, None)
     for i, task in enumerate(manifest["tasks"]):
