@@ -351,11 +351,13 @@ def load_adapter_set(
     base_shapes: dict[str, tuple[int, ...]] | None = None,
     key_prefix: str | None = None,
     base=None,
+    module_prefix: str = "",
 ) -> AdapterSet:
     """Load and validate N adapter folders (see :func:`load_adapter` and :func:`build_adapter_set`).
 
-    ``base`` (a :class:`tara_core.base.BaseWeights`) or explicit ``base_shapes`` validates every module
-    against the base model's weights.
+    ``base`` (a :class:`tara_core.base.BaseWeights`) renames every module to the base's own name for it
+    (:func:`tara_core.keymap.canonicalize`, restricted to ``module_prefix`` such as ``vision_model.``) and
+    so validates it against the base's weight shapes; explicit ``base_shapes`` only validate.
     """
     if not paths:
         raise AdapterError("no adapters given: merging needs at least one adapter")
@@ -363,5 +365,8 @@ def load_adapter_set(
         raise AdapterError(f"{len(names)} names for {len(paths)} adapters")
     adapters = [load_adapter(p, None if names is None else names[i], key_prefix) for i, p in enumerate(paths)]
     if base is not None and base_shapes is None:
-        base_shapes = base.shapes_for(sorted(set().union(*(a.modules for a in adapters))))
+        from .keymap import canonicalize
+
+        # name every module as the base does (resolved by name and shape), which also validates the shapes
+        return canonicalize(build_adapter_set(adapters), base.param_shapes, module_prefix)
     return build_adapter_set(adapters, base_shapes)

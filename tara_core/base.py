@@ -90,9 +90,17 @@ class BaseWeights:
                 hits = self._suffix_index.get(stem + suffix, [])
                 if len(hits) == 1:
                     return hits[0]
-                if len(hits) > 1:  # ambiguous suffix: prefer the shortest (least nested) key
-                    return min(hits, key=len)
+                if len(hits) > 1:  # e.g. a vision adapter's "encoder.layers.0…" in a CLIP with two towers
+                    raise AdapterError(
+                        f"module {module} matches several base weights ({', '.join(sorted(hits)[:3])}); "
+                        "load the adapters with the base (load_adapter_set(base=…), --base) or a module prefix "
+                        "so their names are resolved by shape first")
         return None
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every checkpoint key with its shape (what :mod:`tara_core.keymap` matches adapters against)."""
+        return dict(self._shapes)
 
     def shapes_for(self, modules: list[str]) -> dict[str, tuple[int, ...]]:
         """Weight shapes of the modules that exist in the base (missing ones are left out)."""

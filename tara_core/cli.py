@@ -222,6 +222,16 @@ def cmd_zoo(args) -> int:
         return 0
     if not args.name:
         raise UsageError(f"zoo {args.action} needs a zoo NAME")
+    if args.action == "import":
+        from .recipes.local import import_zoo, load_spec
+        from .zoo import REPO_ZOOS
+
+        spec = load_spec(args.name)
+        target = Path(args.out or REPO_ZOOS) / spec.name
+        import_zoo(spec, target, spec_dir=Path(args.name).resolve().parent, overwrite=args.overwrite,
+                   log=console.print, device=args.device)
+        console.print(f"imported {target}")
+        return 0
     if args.action == "build":
         from .recipes import build_zoo
         from .zoo import REPO_ZOOS
@@ -237,7 +247,7 @@ def cmd_zoo(args) -> int:
         return 0
     from .evaluate import evaluate
 
-    zoo = open_zoo(args.name)  # checks every file hash
+    zoo = open_zoo(args.name, device=args.device)  # checks every file hash
     console.print(f"{zoo.name}: {len(zoo.manifest.files)} files match their SHA-256")
     bad = []
     for i, task in enumerate(zoo.manifest.tasks):
@@ -447,11 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the interference rows (per module, task pair, variant, stage)")
     p.set_defaults(func=cmd_osrm)
 
-    p = sub.add_parser("zoo", help="list, build or verify zoos")
-    p.add_argument("action", choices=("list", "build", "verify"))
-    p.add_argument("name", nargs="?", help="zoo name (or folder, for verify)")
-    p.add_argument("--out", help="build: parent folder (default: the repo's zoos/)")
-    p.add_argument("--overwrite", action="store_true", help="build: replace an existing zoo")
+    p = sub.add_parser("zoo", help="list, build, import or verify zoos")
+    p.add_argument("action", choices=("list", "build", "import", "verify"))
+    p.add_argument("name", nargs="?", help="zoo name (or folder, for verify; the spec file, for import)")
+    p.add_argument("--out", help="build/import: parent folder (default: the repo's zoos/)")
+    p.add_argument("--overwrite", action="store_true", help="build/import: replace an existing zoo")
+    p.add_argument("--device", default="cpu", help="import/verify: where to run the measurements (cpu or cuda)")
     p.add_argument("--osrm", action="store_true", help="build: also build the OSRM variant (<name>-osrm)")
     p.add_argument("--tolerance", type=float, default=0.5, help="verify: allowed accuracy difference (points)")
     p.set_defaults(func=cmd_zoo)

@@ -40,13 +40,13 @@ def predict_logits(zoo, task: int, inputs: list, overrides=None, batch_size: int
         with autocast(getattr(bb, "device", "cpu"), bf16):
             features = bb.features(batch, overrides)
         outs.append(head(features.float()).cpu())
-    return torch.cat(outs) if outs else torch.zeros(0, head.num_classes)
+    return torch.cat(outs) if outs else torch.zeros(0, head.weight.shape[0])
 
 
 def task_accuracy(zoo, task: int, overrides=None, limit: int | None = None, bf16: bool = False) -> float:
     data = zoo.data[task]
     inputs, labels = data.test_inputs[:limit], data.test_labels[:limit]
-    pred = predict_logits(zoo, task, inputs, overrides, bf16=bf16).argmax(-1)
+    pred = zoo.heads[task].predict(predict_logits(zoo, task, inputs, overrides, bf16=bf16))
     return 100.0 * float((pred == labels).float().mean())
 
 
@@ -61,8 +61,9 @@ def evaluate(zoo, result=None, tasks: list[int] | None = None, limit: int | None
     return {zoo.task_names[i]: task_accuracy(zoo, i, overrides, limit, bf16) for i in tasks}
 
 
-def mean_entropy(zoo, task: int, overrides=None) -> float:
-    return float(entropy(predict_logits(zoo, task, zoo.data[task].val, overrides)).mean())
+def mean_entropy(zoo, task: int, overrides=None, limit: int | None = None) -> float:
+    """Mean predictive entropy on the task's unlabeled val rows (the first ``limit``): the anchor z_i."""
+    return float(entropy(predict_logits(zoo, task, zoo.data[task].val[:limit], overrides)).mean())
 
 
 def eval_rows(method: str, accuracies: dict[str, float], individual: dict[str, float], seconds: float | None = None) -> list[dict]:

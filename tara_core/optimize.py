@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from .adapters import AdapterSet
+from .backbones import supports_side_path, weight_name
 from .methods import MergeError, MergeResult
 from .methods.learned import OptimizeConfig, parse_config
 from .objective import entropy, scalarize, validate_rho
@@ -62,10 +63,16 @@ class OptimizeResult:
         return self.history[-1] if self.history else {}
 
 
-def _modes(param: Parameterization, tokens: int, mode: str) -> dict[str, str]:
-    if mode != "auto":
-        return {m: mode for m in param.modules}
-    return {m: choose_mode(p, tokens) for m, p in param.modules.items()}
+def _modes(param: Parameterization, tokens: int, mode: str, model: torch.nn.Module) -> dict[str, str]:
+    """Per module 'materialized' or 'side' (modules a hook cannot extend, e.g. an MHA's in_proj, are always
+    materialized)."""
+    out = {}
+    for m, p in param.modules.items():
+        if not supports_side_path(model, m):
+            out[m] = "materialized"
+        else:
+            out[m] = choose_mode(p, tokens) if mode == "auto" else mode
+    return out
 
 
 def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torch.Tensor], batches: list[list],
@@ -75,7 +82,7 @@ def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torc
     sizes = [len(b) for b in batches]
     batch = bb.preprocess([x for b in batches for x in b])
     if modes is None:
-        modes = _modes(param, bb.token_count(batch), "auto")
+        modes = _modes(param, bb.token_count(batch), "auto", bb.model)
     overrides, paths = {}, {}
     fifo = fan_in_fan_out or {}
     for m, p in param.modules.items():
@@ -83,9 +90,10 @@ def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torc
         if modes[m] == "side":
             paths[m] = (lambda x, p=p, g=g: p.side(g, x))
         else:
-            w0 = bb.model.get_submodule(m).weight
+            name = weight_name(bb.model, m)
+            w0 = bb.model.get_parameter(name)
             d = p.delta(g)
-            overrides[f"{m}.weight"] = w0 + (d.T if fifo.get(m) else d).reshape(w0.shape)
+            overrides[name] = w0 + (d.T if fifo.get(m) else d).reshape(w0.shape)
     if paths:
         install_side_path_hooks(bb.model, list(paths))
     with side_paths(paths):
@@ -180,7 +188,7 @@ def optimize(
         batches = [[v[j] for j in sampler.next(i)] for i, v in enumerate(data.val)]
         if modes is None:
             probe = data.backbone.preprocess([x for b in batches for x in b])
-            modes = _modes(param, data.backbone.token_count(probe), cfg.mode)
+            modes = _modes(param, data.backbone.token_count(probe), cfg.mode, data.backbone.model)
         with autocast(getattr(data.backbone, "device", "cpu"), cfg.bf16):
             H = task_entropies(data, param, phi, batches, modes, adapters.fan_in_fan_out)
         loss = scalarize(H.float(), rho_t, data.anchors, cfg.scalarization, cfg.alpha)

@@ -164,7 +164,7 @@ _ACTIVE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tara_side
 def install_side_path_hooks(model: torch.nn.Module, names: list[str]) -> None:
     """Register (once per module) a forward hook adding the active context's side path, if any."""
     for name in names:
-        module = model.get_submodule(name)
+        module = model.get_submodule(name.replace(".base_layer", ""))
         if getattr(module, "_tara_hooked", False):
             continue
 

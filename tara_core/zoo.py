@@ -87,11 +87,12 @@ class TaskInfo(_Strict):
 class ZooManifest(_Strict):
     name: str
     description: str
-    kind: Literal["text-encoder", "vision-vit"]
+    kind: Literal["text-encoder", "vision-vit", "hf-clip", "open-clip", "hf-seqcls"]
     base: BaseSource
     backbone: dict
     lora: dict
     heads: str = "heads.safetensors"
+    head_kind: Literal["cosine", "linear"] = "cosine"
     logit_scale: float
     tasks: list[TaskInfo]
     build: dict = Field(default_factory=dict)
@@ -158,8 +159,16 @@ class Zoo:
 
     @cached_property
     def adapters(self) -> AdapterSet:
+        """The tasks' adapters, named as the base names its modules (``backbone.module_prefix`` picks the
+        tower: KnOTS' ``encoder.layers.N…`` become ``vision_model.encoder.layers.N…``)."""
         paths = [self.folder / t.adapter for t in self.manifest.tasks]
-        return load_adapter_set(paths, names=self.task_names)
+        if self.manifest.kind in ("text-encoder", "vision-vit"):  # built by this project: already base names
+            return load_adapter_set(paths, names=self.task_names)
+        from .base import BaseWeights
+
+        base = BaseWeights.from_path(self.base_path)
+        return load_adapter_set(paths, names=self.task_names, base=base,
+                                module_prefix=self.manifest.backbone.get("module_prefix", ""))
 
     @cached_property
     def heads(self) -> list[TaskHead]:
@@ -173,9 +182,12 @@ class Zoo:
             if t.name not in tensors:
                 raise ZooError(f"{path}: no head for task {t.name!r}")
             w = tensors[t.name].float()
-            if w.shape[0] != len(t.classes):
+            # a linear head may score more classes than the task has (a shared 3-way NLI head on a 2-class task)
+            if w.shape[0] != len(t.classes) and not (self.manifest.head_kind == "linear" and w.shape[0] > len(t.classes)):
                 raise ZooError(f"{path}: head {t.name!r} has {w.shape[0]} classes, manifest says {len(t.classes)}")
-            heads.append(TaskHead(w.to(self.device), self.manifest.logit_scale))
+            bias = tensors.get(f"{t.name}.bias")
+            heads.append(TaskHead(w.to(self.device), self.manifest.logit_scale, self.manifest.head_kind,
+                                  None if bias is None else bias.float().to(self.device), len(t.classes)))
         return heads
 
     @cached_property
@@ -186,8 +198,11 @@ class Zoo:
             try:
                 payload = json.loads(gzip.decompress(path.read_bytes()))
                 labels = torch.tensor(payload["test"]["labels"], dtype=torch.long)
-                inputs, val = payload["test"]["inputs"], payload["val"]
-            except (OSError, ValueError, KeyError, EOFError) as exc:
+                if isinstance(payload["val"], dict):  # row indices into the user's image folders
+                    val, inputs = (self._image_rows(t, payload[s]) for s in ("val", "test"))
+                else:
+                    inputs, val = payload["test"]["inputs"], payload["val"]
+            except (OSError, ValueError, KeyError, EOFError, TypeError) as exc:
                 raise ZooError(f"{path}: cannot read task data ({exc})") from None
             if len(inputs) != len(labels) or len(val) != t.splits.val or len(inputs) != t.splits.test:
                 raise ZooError(f"{path}: split sizes differ from the manifest")
@@ -196,10 +211,37 @@ class Zoo:
             out.append(TaskData(t, val, inputs, labels))
         return out
 
+    def _image_rows(self, task: TaskInfo, part: dict):
+        from .sources import ImageSplit, open_image_dataset
+
+        key = (task.name, part.get("split"))
+        cache = self.__dict__.setdefault("_datasets", {})
+        if key not in cache:
+            cache[key] = open_image_dataset(task.source, part.get("split"))
+        return ImageSplit(cache[key], part["indices"])
+
+    @property
+    def base_path(self) -> Path:
+        return self.manifest.base.resolve(self.folder)
+
     @cached_property
     def backbone(self):
-        base_path = self.manifest.base.resolve(self.folder)
-        if self.manifest.kind == "text-encoder":
+        base_path = self.base_path
+        kind, cfg = self.manifest.kind, self.manifest.backbone
+        if kind == "hf-clip":
+            from .backbones.clip import HFClipImageEncoder
+
+            return HFClipImageEncoder(base_path, device=self.device)
+        if kind == "open-clip":
+            from .backbones.clip import OpenClipImageEncoder
+
+            return OpenClipImageEncoder(base_path, device=self.device)
+        if kind == "hf-seqcls":
+            from .backbones.seqcls import LastTokenEncoder
+
+            return LastTokenEncoder(base_path, device=self.device, max_length=cfg.get("max_length", 256),
+                                    dtype=cfg.get("dtype", "auto"))
+        if kind == "text-encoder":
             from .backbones.text import TextEncoder
 
             return TextEncoder(base_path, max_length=self.manifest.backbone.get("max_length", 32), device=self.device)

@@ -19,7 +19,7 @@ from typing import Iterator, Protocol
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Backbone", "TaskHead", "delta_weights", "module_inputs"]
+__all__ = ["Backbone", "TaskHead", "delta_weights", "module_inputs", "weight_name", "supports_side_path"]
 
 
 class Backbone(Protocol):
@@ -36,29 +36,67 @@ class Backbone(Protocol):
 
 @dataclass
 class TaskHead:
-    """Cosine classifier: logits = logit_scale · normalize(f) · normalize(W_c) (zero-shot style, frozen).
+    """A frozen task head: logits for one task from pooled features.
 
-    ``W`` (C × d) holds one embedding per class (e.g. of a class prompt); ``logit_scale`` is explicit
-    because it sets the entropy scale the TARA objective sees (TARA.md §6.5).
+    * ``cosine`` (zero-shot style): logits = logit_scale · normalize(f) · normalize(W_c)ᵀ, with ``W`` (C × d)
+      one embedding per class (e.g. of class prompts). ``logit_scale`` is explicit because it sets the
+      entropy scale the TARA objective sees (TARA.md §6.5: the reference anchors imply 1, KnOTS uses 100).
+    * ``linear``: logits = f Wᵀ (+ b), e.g. a sequence classifier's ``score`` layer.
+
+    ``classes`` (default: every row of ``W``) is how many classes the task really has: a shared 3-way NLI head
+    on a 2-class task keeps all rows for the entropy (as the reference code does, TARA.md §10.7) while
+    predictions only choose among the first ``classes`` (:meth:`predict`).
     """
 
     weight: torch.Tensor
     logit_scale: float = 1.0
+    kind: str = "cosine"
+    bias: torch.Tensor | None = None
+    classes: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("cosine", "linear"):
+            raise ValueError(f"head kind must be 'cosine' or 'linear', got {self.kind!r}")
+        if self.classes is not None and not 1 <= self.classes <= self.weight.shape[0]:
+            raise ValueError(f"head has {self.weight.shape[0]} rows, cannot predict {self.classes} classes")
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        if self.kind == "linear":
+            return F.linear(features, self.weight.to(features.dtype),
+                            None if self.bias is None else self.bias.to(features.dtype))
         return self.logit_scale * F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Predicted class per row, among the task's own ``classes`` (the others are masked)."""
+        return logits[:, : self.num_classes].argmax(-1)
 
     @property
     def num_classes(self) -> int:
-        return self.weight.shape[0]
+        return self.classes or self.weight.shape[0]
+
+
+def weight_name(model: torch.nn.Module, module: str) -> str:
+    """The parameter an adapter module's ΔW adds to: ``<module>.weight``, or ``<module>.in_proj_weight`` for
+    an ``nn.MultiheadAttention`` (PEFT's MHA LoRA acts on the packed q/k/v projection). PEFT's
+    ``.base_layer`` wrapping in names (an MHA's out_proj) is dropped."""
+    name = module.replace(".base_layer", "")
+    if isinstance(model.get_submodule(name), torch.nn.MultiheadAttention):
+        return f"{name}.in_proj_weight"
+    return f"{name}.weight"
+
+
+def supports_side_path(model: torch.nn.Module, module: str) -> bool:
+    """Whether y = W x + ΔW x can be added by a forward hook (plain linear layers; not an MHA's in_proj)."""
+    return isinstance(model.get_submodule(module.replace(".base_layer", "")), torch.nn.Linear)
 
 
 def delta_weights(model: torch.nn.Module, deltas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Parameter overrides {"<module>.weight": W_0 + ΔW} for ``functional_call`` (ΔW in weight layout)."""
+    """Parameter overrides {weight name: W_0 + ΔW} for ``functional_call`` (ΔW in weight layout)."""
     out = {}
     for module, delta in deltas.items():
-        w0 = model.get_submodule(module).weight
-        out[f"{module}.weight"] = w0 + delta.reshape(w0.shape).to(w0.dtype)
+        name = weight_name(model, module)
+        w0 = model.get_parameter(name)
+        out[name] = w0 + delta.reshape(w0.shape).to(w0.dtype)
     return out
 
 
@@ -82,7 +120,8 @@ def module_inputs(backbone, inputs: list, modules: list[str], batch_size: int) -
             def hook(mod, args, _m=m):
                 store.setdefault(_m, []).append(args[0].detach().reshape(-1, args[0].shape[-1]))
 
-            handles.append(backbone.model.get_submodule(m).register_forward_pre_hook(hook))
+            target = backbone.model.get_submodule(m.replace(".base_layer", ""))
+            handles.append(target.register_forward_pre_hook(hook))
         try:
             for start in range(0, len(inputs), batch_size):
                 batch = backbone.preprocess(inputs[start:start + batch_size])
