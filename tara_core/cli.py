@@ -141,7 +141,7 @@ def _inputs(args):
         raise UsageError("give --zoo NAME or --adapters DIR [DIR ...]")
     base = BaseWeights.from_path(args.base) if args.base else None
     with console.status("loading adapters"):
-        return base, load_adapter_set(args.adapters, names=args.names, base=base)
+        return base, load_adapter_set(args.adapters, names=args.names, base=base, module_prefix=args.module_prefix)
 
 
 def method_params(items: list[str] | None, methods: list[str]) -> dict[str, dict]:
@@ -381,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base model folder or checkpoint (validates shapes; needed for --format weights)")
     p.add_argument("--adapters", nargs="+", metavar="DIR", help="PEFT adapter folders")
     p.add_argument("--names", nargs="+", help="task names for the adapters (default: folder names)")
+    p.add_argument("--module-prefix", default="",
+                   help="with --base: the sub-model the adapters belong to when names fit several (e.g. vision_model.)")
     p.add_argument("--method", required=True, help=f"one of: {', '.join(METHODS)}")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")

@@ -65,6 +65,15 @@ def resolve_module_names(
     if not targets:
         raise AdapterError(f"the base model has no weights under {prefix!r} an adapter could target")
     fifo = fan_in_fan_out or {}
+
+    def named(stem: str) -> list[str]:
+        return [t for t in targets if t == stem or t.endswith("." + stem) or stem.endswith("." + t)]
+
+    if modules and not any(named(_stem(m)) for m in modules):
+        example = next(iter(modules))
+        raise AdapterError(f"none of the adapters' {len(modules)} modules exist in the base model"
+                           + (f" under {prefix!r}" if prefix else "")
+                           + f" (e.g. {example}); is it an adapter for a different base?")
     mapping: dict[str, str] = {}
     for module, shape in modules.items():
         stem = _stem(module)
@@ -74,8 +83,8 @@ def resolve_module_names(
                                    f"is {targets[stem]}")
             mapping[module] = module
             continue
-        named = [t for t in targets if t.endswith("." + stem) or stem.endswith("." + t)]
-        fitting = [t for t in named if _fits(shape, targets[t], fifo.get(module, False))]
+        candidates = named(stem)
+        fitting = [t for t in candidates if _fits(shape, targets[t], fifo.get(module, False))]
         if len(fitting) == 1:
             target = fitting[0]
             # keep PEFT's wrapping (".base_layer.") in the new name: rewrite only the differing prefix
@@ -84,13 +93,13 @@ def resolve_module_names(
             else:
                 mapping[module] = module[len(stem) - len(target):]
             continue
-        if not named:
+        if not candidates:
             raise AdapterError(f"module {module}: no module of that name in the base model"
                                + (f" under {prefix!r}" if prefix else "") + " (is this adapter for another base?)")
         if not fitting:
             raise AdapterError(f"module {module}: adapter delta has shape {tuple(shape)} but the base's "
-                               f"{', '.join(named[:3])} {'is' if len(named) == 1 else 'are'} "
-                               f"{', '.join(str(targets[t]) for t in named[:3])}")
+                               f"{', '.join(candidates[:3])} {'is' if len(candidates) == 1 else 'are'} "
+                               f"{', '.join(str(targets[t]) for t in candidates[:3])}")
         raise AdapterError(f"module {module} matches several base modules of the same shape "
                            f"({', '.join(sorted(fitting)[:4])}): give the sub-model prefix to use "
                            "(e.g. module_prefix 'vision_model.')")

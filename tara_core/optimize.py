@@ -17,6 +17,7 @@ import torch
 
 from .adapters import AdapterSet
 from .backbones import supports_side_path, weight_name
+from .lowrank import Factors
 from .methods import MergeError, MergeResult
 from .methods.learned import OptimizeConfig, parse_config
 from .objective import entropy, scalarize, validate_rho
@@ -164,6 +165,8 @@ def optimize(
         param = build_parameterization(adapters, variant, cfg.phi_init, clamp)
     elif param.variant != variant:
         raise MergeError(f"prebuilt parameterization is {param.variant!r}, not {variant!r}")
+    device = getattr(data.backbone, "device", "cpu")
+    param.to(device)  # the factors live where the backbone runs (a no-op on CPU)
     param.clamp = clamp
     if cfg.scalarization != "linear" and data.anchors is None:
         raise MergeError(f"scalarization {cfg.scalarization!r} needs anchors z_i; use scalarization=linear")
@@ -173,7 +176,7 @@ def optimize(
         start_phi = {k: v.detach().clone().float() for k, v in warm_start.items()}
     else:
         start_phi = param.initial(cfg.phi_init)
-    phi = {k: v.requires_grad_(True) for k, v in start_phi.items()}
+    phi = {k: v.to(device).requires_grad_(True) for k, v in start_phi.items()}
     best_phi = {k: v.detach().clone() for k, v in phi.items()}
     opt = torch.optim.AdamW(list(phi.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = _Sampler([len(v) for v in data.val], cfg.batch_size, cfg.seed)
@@ -223,12 +226,12 @@ def merge_from_phi(param: Parameterization, phi: dict[str, torch.Tensor], adapte
     return MergeResult(
         method=method,
         params=dict(params or {}),
-        deltas=dict(param.deltas(phi)),
+        deltas={m: Factors(f.B.cpu(), f.A.cpu()) for m, f in param.deltas(phi).items()},  # results live on the CPU
         adapter_names=adapters.names,
         adapter_hashes=[a.sha256 for a in adapters.adapters],
         weight_shapes=dict(adapters.weight_shapes),
         fan_in_fan_out=dict(adapters.fan_in_fan_out),
-        coefficients={k: v.detach() for k, v in phi.items()},
+        coefficients={k: v.detach().cpu() for k, v in phi.items()},
         info={"num_coefficients": param.num_parameters, **(info or {})},
     )
 
