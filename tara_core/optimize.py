@@ -94,7 +94,7 @@ def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torc
             name = weight_name(bb.model, m)
             w0 = bb.model.get_parameter(name)
             d = p.delta(g)
-            overrides[name] = w0 + (d.T if fifo.get(m) else d).reshape(w0.shape)
+            overrides[name] = w0 + (d.T if fifo.get(m) else d).reshape(w0.shape).to(w0.dtype)
     if paths:
         install_side_path_hooks(bb.model, list(paths))
     with side_paths(paths):

@@ -67,7 +67,8 @@ def open_image_dataset(source: dict, split: str | None):
                 raise SourceError(f"torchvision {name} has no splits: give no split and let the zoo divide it")
             return cls(str(root), download=False, **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as exc:  # torchvision: "Dataset not found …"
-        raise SourceError(f"{layout} data at {root} ({split or 'all'}): {str(exc).splitlines()[0]}") from None
+        what = f"torchvision {source.get('dataset')}" if layout == "torchvision" else layout
+        raise SourceError(f"{what} data at {root} ({split or 'all'}): {str(exc).splitlines()[0]}") from None
     raise SourceError(f"unknown image data layout {layout!r} (imagefolder or torchvision)")
 
 

@@ -173,7 +173,10 @@ def install_side_path_hooks(model: torch.nn.Module, names: list[str]) -> None:
             if active is None or _name not in active:
                 return output
             fn = active[_name]
-            return output + fn(args[0])
+            x = args[0]
+            if x.dtype != torch.float32 and not torch.is_autocast_enabled(x.device.type):
+                x = x.float()  # the factors stay fp32 in a model loaded in bf16 (LLaMA on CUDA)
+            return output + fn(x).to(output.dtype)
 
         module.register_forward_hook(hook)
         module._tara_hooked = True

@@ -234,3 +234,20 @@ def test_bad_specs_are_refused_clearly(hf_clip, tmp_path):
     spec["base"] = str(root / "clip")
     spec["tasks"][1]["classes"] = ["0", "1"]  # MNIST labels reach 9
     assert main(["zoo", "import", str(_write_spec(tmp_path / "c.yaml", spec)), "--out", str(tmp_path / "z")]) == 2
+
+
+def test_seqcls_in_bf16_weights_runs_tara_b(seqcls_zoo, tmp_path):
+    """dtype bfloat16 (what 'auto' picks on CUDA) on the CPU: overrides and side paths follow the model's dtype."""
+    root, _, zoo = seqcls_zoo
+    spec = yaml.safe_load(json.dumps(zoo.manifest.build["spec"]))
+    spec.update(name="tiny-nli-bf16", dtype="bfloat16")
+    for t, info in zip(spec["tasks"], zoo.manifest.tasks):
+        t["individual_accuracy"] = info.individual_accuracy or 50.0
+    assert main(["zoo", "import", str(_write_spec(tmp_path / "bf16.yaml", spec)), "--out", str(tmp_path)]) == 0
+    bf16 = open_zoo(tmp_path / "tiny-nli-bf16")
+    assert next(bf16.backbone.model.parameters()).dtype == torch.bfloat16
+    for mode in ("materialized", "side"):
+        result, record = run_method(bf16, "tara-b", {**LEARNED, "mode": mode})
+        assert all(math.isfinite(h["loss"]) for h in record.history)
+    acc = evaluate(bf16, result)
+    assert all(0.0 <= a <= 100.0 for a in acc.values())
