@@ -251,3 +251,28 @@ def test_seqcls_in_bf16_weights_runs_tara_b(seqcls_zoo, tmp_path):
         assert all(math.isfinite(h["loss"]) for h in record.history)
     acc = evaluate(bf16, result)
     assert all(0.0 <= a <= 100.0 for a in acc.values())
+
+
+def test_dashboard_pages_on_an_imported_zoo(hf_clip, monkeypatch):
+    """The dashboard on a user's imported zoo (found through TARA_ZOO_PATH) like on the demo zoos."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    root, _, _ = hf_clip
+    monkeypatch.setenv("TARA_ZOO_PATH", str(root / "zoos"))
+    app = str(Path(__file__).resolve().parents[1] / "app.py")
+    for page, state in ((None, {}), ("pages/merge.py", {"method": "knots-ties", "eval_limit": 4}),
+                        ("pages/coverage.py", {})):
+        at = AppTest.from_file(app, default_timeout=120)
+        at.session_state["zoo"] = "tiny-hf-clip"
+        for key, value in state.items():
+            at.session_state[key] = value
+        at.run()
+        if page:
+            at.switch_page(page)
+            at.run()
+        assert not at.exception, (page, at.exception)
+        if page is None:  # the Adapters page lists the imported zoo's tasks
+            assert {"shapes", "digits"} <= set(at.dataframe[0].value.to_string().split())
+    assert at.title[0].value == "Subspace coverage"
