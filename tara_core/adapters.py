@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 
 from .lowrank import Factors
 
-__all__ = ["AdapterError", "LoraModule", "Adapter", "AdapterSet", "load_adapter", "load_adapter_set"]
+__all__ = ["AdapterError", "LoraModule", "Adapter", "AdapterSet", "load_adapter", "load_adapter_set", "wrapped_module"]
 
 CONFIG_NAME = "adapter_config.json"
 SAFETENSORS_NAME = "adapter_model.safetensors"
@@ -85,6 +85,12 @@ class Adapter:
         return list(self.config.get("modules_to_save") or [])
 
 
+def wrapped_module(module: str) -> str:
+    """The base module an adapter module name refers to: PEFT's ``.base_layer`` wrapping (the out_proj of a
+    LoRA'd ``nn.MultiheadAttention`` is ``attn.base_layer.out_proj``) dropped."""
+    return module.replace(".base_layer", "")
+
+
 def _pattern_value(patterns: dict, module: str, default):
     """Resolve PEFT's ``rank_pattern``/``alpha_pattern``: exact key first, then a regex suffix match."""
     if not patterns:
@@ -97,7 +103,7 @@ def _pattern_value(patterns: dict, module: str, default):
     return default
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -127,6 +133,12 @@ def _read_config(folder: Path) -> dict:
         if key in config and (not isinstance(config[key], (int, float)) or config[key] <= 0):
             raise AdapterError(f"{cfg_path}: {key} must be a positive number, got {config[key]!r}")
     return config
+
+
+def weight_file(folder: Path) -> Path:
+    """The adapter's weight file: ``adapter_model.safetensors``, else the legacy ``adapter_model.bin``."""
+    st_path = folder / SAFETENSORS_NAME
+    return st_path if st_path.is_file() else folder / BIN_NAME
 
 
 def _iter_tensors(folder: Path):
@@ -176,22 +188,22 @@ def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | No
     config = _read_config(folder)
     raw: dict[str, dict[str, torch.Tensor]] = {}
     extra: dict[str, torch.Tensor] = {}
-    weight_file = folder / (SAFETENSORS_NAME if (folder / SAFETENSORS_NAME).is_file() else BIN_NAME)
+    weights = weight_file(folder)
     for key, tensor in _iter_tensors(folder):
         if any(tag in key for tag in _UNSUPPORTED_LORA):
             kind = "DoRA magnitude vector" if "magnitude" in key else "LoRA on an embedding layer"
-            raise AdapterError(f"{weight_file}: {key}: {kind} is not supported for merging")
+            raise AdapterError(f"{weights}: {key}: {kind} is not supported for merging")
         if not torch.is_floating_point(tensor):
-            raise AdapterError(f"{weight_file}: {key} has non-float dtype {tensor.dtype}")
+            raise AdapterError(f"{weights}: {key} has non-float dtype {tensor.dtype}")
         if not torch.isfinite(tensor).all():
-            raise AdapterError(f"{weight_file}: {key} contains NaN or Inf values")
+            raise AdapterError(f"{weights}: {key} contains NaN or Inf values")
         match = _LORA_KEY.match(_module_name(key, key_prefix))
         if match:
             raw.setdefault(match["module"], {})[match["which"]] = tensor.float()
         else:
             extra[_module_name(key, key_prefix)] = tensor
     if not raw:
-        raise AdapterError(f"{weight_file}: no LoRA tensors (keys '*.lora_A.weight' / '*.lora_B.weight') found")
+        raise AdapterError(f"{weights}: no LoRA tensors (keys '*.lora_A.weight' / '*.lora_B.weight') found")
 
     r_default = config.get("r", 8)
     alpha_default = config.get("lora_alpha", r_default)
@@ -199,7 +211,7 @@ def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | No
     for module, pair in sorted(raw.items()):
         if set(pair) != {"A", "B"}:
             missing = ({"A", "B"} - set(pair)).pop()
-            raise AdapterError(f"{weight_file}: module {module} has no lora_{missing} weight")
+            raise AdapterError(f"{weights}: module {module} has no lora_{missing} weight")
         A, B = pair["A"], pair["B"]
         weight_shape: tuple[int, ...]
         if A.ndim == 4 and B.ndim == 4:  # Conv2d LoRA: A (r, in, kh, kw), B (out, r, 1, 1)
@@ -208,13 +220,13 @@ def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | No
         elif A.ndim == 2 and B.ndim == 2:
             weight_shape = (B.shape[0], A.shape[1])
         else:
-            raise AdapterError(f"{weight_file}: {module}: unsupported LoRA weight shapes {tuple(A.shape)}, {tuple(B.shape)}")
+            raise AdapterError(f"{weights}: {module}: unsupported LoRA weight shapes {tuple(A.shape)}, {tuple(B.shape)}")
         r = A.shape[0]
         if B.shape[1] != r:
-            raise AdapterError(f"{weight_file}: {module}: lora_A has rank {r} but lora_B has {B.shape[1]}")
+            raise AdapterError(f"{weights}: {module}: lora_A has rank {r} but lora_B has {B.shape[1]}")
         r_config = _pattern_value(config.get("rank_pattern") or {}, module, r_default)
         if r_config != r:
-            raise AdapterError(f"{weight_file}: {module}: weights have rank {r} but the config says r={r_config}")
+            raise AdapterError(f"{weights}: {module}: weights have rank {r} but the config says r={r_config}")
         alpha = _pattern_value(config.get("alpha_pattern") or {}, module, alpha_default)
         scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
         modules[module] = LoraModule(B=B, A=A, scale=float(scale), weight_shape=weight_shape)
@@ -224,7 +236,7 @@ def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | No
         config=config,
         modules=modules,
         extra_tensors=extra,
-        sha256=_file_sha256(weight_file),
+        sha256=file_sha256(weights),
     )
 
 

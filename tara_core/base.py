@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .adapters import AdapterError
+from .adapters import AdapterError, wrapped_module
 
 __all__ = ["BaseWeights"]
 
@@ -82,7 +82,7 @@ class BaseWeights:
     # ---- lookup -------------------------------------------------------------------------------------
     def key_for(self, module: str) -> str | None:
         """The checkpoint key of the weight an adapter module adapts, or None."""
-        name = module.replace(".base_layer", "")
+        name = wrapped_module(module)
         parts = name.split(".")
         for start in range(len(parts)):
             stem = ".".join(parts[start:])

@@ -75,7 +75,7 @@ def cmd_merge(args) -> int:
         if not args.zoo:
             raise UsageError(f"{spec.name} learns from unlabeled task data: give --zoo NAME")
         zoo = open_zoo(args.zoo, device=args.device)
-        base = BaseWeights.from_path(zoo.manifest.base.resolve(zoo.folder))
+        base = BaseWeights.from_path(zoo.base_path)
         adapters = zoo.adapters
         result, record = _run_learned(zoo, spec.name, params, rho)
         extra = {"rho": record.rho, "coefficients": _phi_summary(record)}
@@ -136,7 +136,7 @@ def _inputs(args):
         if args.adapters:
             raise UsageError("give either --zoo or --adapters, not both")
         zoo = open_zoo(args.zoo)
-        return BaseWeights.from_path(zoo.manifest.base.resolve(zoo.folder)), zoo.adapters
+        return BaseWeights.from_path(zoo.base_path), zoo.adapters
     if not args.adapters:
         raise UsageError("give --zoo NAME or --adapters DIR [DIR ...]")
     base = BaseWeights.from_path(args.base) if args.base else None

@@ -122,10 +122,10 @@ def jacobian(data, adapters: AdapterSet, basis: str = "raw", phi: dict[str, torc
 
     if basis not in BASES:
         raise ValueError(f"unknown basis {basis!r}; use 'raw' (LoRA atoms) or 'orth' (TARA-B singular atoms)")
-    param = (param or build_parameterization(adapters, BASES[basis])).to(getattr(data.backbone, "device", "cpu"))
+    device = getattr(data.backbone, "device", "cpu")
+    param = (param or build_parameterization(adapters, BASES[basis])).to(device)
     point = phi if phi is not None else param.initial(phi_value)
     dtype = next(iter(param.modules.values())).L.dtype
-    device = getattr(data.backbone, "device", "cpu")
     leaves = {k: v.detach().clone().to(device, dtype).requires_grad_(True) for k, v in point.items()}
     batches = [list(v[:batch_size]) for v in data.val]
     with torch.enable_grad():

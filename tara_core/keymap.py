@@ -18,15 +18,13 @@ is ignored for matching and kept in the result, and an MHA's LoRA matches its ``
 """
 from __future__ import annotations
 
-from .adapters import AdapterError, AdapterSet, build_adapter_set
+import dataclasses
+
+from .adapters import AdapterError, AdapterSet, build_adapter_set, wrapped_module
 
 __all__ = ["resolve_module_names", "rename_modules", "canonicalize"]
 
 _WEIGHT_SUFFIXES = (".weight", ".in_proj_weight")
-
-
-def _stem(module: str) -> str:
-    return module.replace(".base_layer", "")
 
 
 def _targets_from_params(param_shapes: dict[str, tuple[int, ...]], prefix: str) -> dict[str, tuple[int, ...]]:
@@ -69,14 +67,14 @@ def resolve_module_names(
     def named(stem: str) -> list[str]:
         return [t for t in targets if t == stem or t.endswith("." + stem) or stem.endswith("." + t)]
 
-    if modules and not any(named(_stem(m)) for m in modules):
+    if modules and not any(named(wrapped_module(m)) for m in modules):
         example = next(iter(modules))
         raise AdapterError(f"none of the adapters' {len(modules)} modules exist in the base model"
                            + (f" under {prefix!r}" if prefix else "")
                            + f" (e.g. {example}); is it an adapter for a different base?")
     mapping: dict[str, str] = {}
     for module, shape in modules.items():
-        stem = _stem(module)
+        stem = wrapped_module(module)
         if stem in targets:  # exact name: nothing to resolve
             if not _fits(shape, targets[stem], fifo.get(module, False)):
                 raise AdapterError(f"module {module}: adapter delta has shape {tuple(shape)} but the base weight "
@@ -115,8 +113,6 @@ def rename_modules(adapters: AdapterSet, mapping: dict[str, str]) -> AdapterSet:
     """The same adapters with their modules renamed (factors shared, not copied)."""
     if all(mapping.get(m, m) == m for m in adapters.module_names):
         return adapters
-    import dataclasses
-
     # the short target_modules of the config ("q_proj") could now also match another tower's modules:
     # drop them, so an export names the renamed modules exactly
     renamed = [dataclasses.replace(a, modules={mapping.get(m, m): lm for m, lm in a.modules.items()},

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from .adapters import AdapterSet
-from .backbones import supports_side_path, weight_name
+from .backbones import delta_weights, supports_side_path
 from .lowrank import Factors
 from .methods import MergeError, MergeResult
 from .methods.learned import OptimizeConfig, parse_config
@@ -84,17 +84,16 @@ def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torc
     batch = bb.preprocess([x for b in batches for x in b])
     if modes is None:
         modes = _modes(param, bb.token_count(batch), "auto", bb.model)
-    overrides, paths = {}, {}
+    deltas, paths = {}, {}
     fifo = fan_in_fan_out or {}
     for m, p in param.modules.items():
         g = param.gate(phi, m)
         if modes[m] == "side":
             paths[m] = (lambda x, p=p, g=g: p.side(g, x))
         else:
-            name = weight_name(bb.model, m)
-            w0 = bb.model.get_parameter(name)
             d = p.delta(g)
-            overrides[name] = w0 + (d.T if fifo.get(m) else d).reshape(w0.shape).to(w0.dtype)
+            deltas[m] = d.T if fifo.get(m) else d
+    overrides = delta_weights(bb.model, deltas)
     if paths:
         install_side_path_hooks(bb.model, list(paths))
     with side_paths(paths):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .adapters import AdapterSet
+from .adapters import AdapterSet, wrapped_module
 from .lowrank import Factors, hconcat_svd
 
 __all__ = ["VARIANTS", "ModuleParam", "Parameterization", "build_parameterization", "choose_mode", "side_paths",
@@ -164,7 +164,7 @@ _ACTIVE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tara_side
 def install_side_path_hooks(model: torch.nn.Module, names: list[str]) -> None:
     """Register (once per module) a forward hook adding the active context's side path, if any."""
     for name in names:
-        module = model.get_submodule(name.replace(".base_layer", ""))
+        module = model.get_submodule(wrapped_module(name))
         if getattr(module, "_tara_hooked", False):
             continue
 

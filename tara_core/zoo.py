@@ -14,7 +14,6 @@ the shipped adapters reproduce the recorded individual accuracies.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 from functools import cached_property
@@ -25,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file
 
-from .adapters import AdapterError, AdapterSet, load_adapter_set
+from .adapters import AdapterError, AdapterSet, file_sha256, load_adapter_set
 from .backbones import TaskHead
 
 REPO_ZOOS = Path(__file__).resolve().parents[1] / "zoos"
@@ -110,14 +109,6 @@ class TaskData:
         return self.info.name
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def zoo_paths() -> list[Path]:
     """Folders searched for zoos by name: $TARA_ZOO_PATH (colon-separated) then the repo's ``zoos/``."""
     extra = [Path(p) for p in os.environ.get("TARA_ZOO_PATH", "").split(":") if p]
@@ -193,13 +184,14 @@ class Zoo:
     @cached_property
     def data(self) -> list[TaskData]:
         out = []
+        opened: dict = {}  # image datasets by (task, split): a one-pool dataset serves val and test
         for t in self.manifest.tasks:
             path = self.folder / t.data
             try:
                 payload = json.loads(gzip.decompress(path.read_bytes()))
                 labels = torch.tensor(payload["test"]["labels"], dtype=torch.long)
                 if isinstance(payload["val"], dict):  # row indices into the user's image folders
-                    val, inputs = (self._image_rows(t, payload[s]) for s in ("val", "test"))
+                    val, inputs = (self._image_rows(t, payload[s], opened) for s in ("val", "test"))
                 else:
                     inputs, val = payload["test"]["inputs"], payload["val"]
             except (OSError, ValueError, KeyError, EOFError, TypeError) as exc:
@@ -211,14 +203,14 @@ class Zoo:
             out.append(TaskData(t, val, inputs, labels))
         return out
 
-    def _image_rows(self, task: TaskInfo, part: dict):
+    @staticmethod
+    def _image_rows(task: TaskInfo, part: dict, opened: dict):
         from .sources import ImageSplit, open_image_dataset
 
         key = (task.name, part.get("split"))
-        cache = self.__dict__.setdefault("_datasets", {})
-        if key not in cache:
-            cache[key] = open_image_dataset(task.source, part.get("split"))
-        return ImageSplit(cache[key], part["indices"])
+        if key not in opened:
+            opened[key] = open_image_dataset(task.source, part.get("split"))
+        return ImageSplit(opened[key], part["indices"])
 
     @property
     def base_path(self) -> Path:

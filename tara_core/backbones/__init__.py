@@ -19,6 +19,8 @@ from typing import Iterator, Protocol
 import torch
 import torch.nn.functional as F
 
+from ..adapters import wrapped_module
+
 __all__ = ["Backbone", "TaskHead", "delta_weights", "module_inputs", "weight_name", "supports_side_path"]
 
 
@@ -79,7 +81,7 @@ def weight_name(model: torch.nn.Module, module: str) -> str:
     """The parameter an adapter module's ΔW adds to: ``<module>.weight``, or ``<module>.in_proj_weight`` for
     an ``nn.MultiheadAttention`` (PEFT's MHA LoRA acts on the packed q/k/v projection). PEFT's
     ``.base_layer`` wrapping in names (an MHA's out_proj) is dropped."""
-    name = module.replace(".base_layer", "")
+    name = wrapped_module(module)
     if isinstance(model.get_submodule(name), torch.nn.MultiheadAttention):
         return f"{name}.in_proj_weight"
     return f"{name}.weight"
@@ -87,7 +89,7 @@ def weight_name(model: torch.nn.Module, module: str) -> str:
 
 def supports_side_path(model: torch.nn.Module, module: str) -> bool:
     """Whether y = W x + ΔW x can be added by a forward hook (plain linear layers; not an MHA's in_proj)."""
-    return isinstance(model.get_submodule(module.replace(".base_layer", "")), torch.nn.Linear)
+    return isinstance(model.get_submodule(wrapped_module(module)), torch.nn.Linear)
 
 
 def delta_weights(model: torch.nn.Module, deltas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -120,8 +122,7 @@ def module_inputs(backbone, inputs: list, modules: list[str], batch_size: int) -
             def hook(mod, args, _m=m):
                 store.setdefault(_m, []).append(args[0].detach().reshape(-1, args[0].shape[-1]))
 
-            target = backbone.model.get_submodule(m.replace(".base_layer", ""))
-            handles.append(target.register_forward_pre_hook(hook))
+            handles.append(backbone.model.get_submodule(wrapped_module(m)).register_forward_pre_hook(hook))
         try:
             for start in range(0, len(inputs), batch_size):
                 batch = backbone.preprocess(inputs[start:start + batch_size])

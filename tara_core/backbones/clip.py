@@ -54,7 +54,6 @@ class _OpenClipVisionTower(torch.nn.Module):
 
 class _ImageEncoderBase:
     model: torch.nn.Module
-    module_prefix: str
 
     def _setup(self, tower: torch.nn.Module, device: str) -> None:
         self.model = tower.to(device).eval()
@@ -80,13 +79,11 @@ class _ImageEncoderBase:
 class HFClipImageEncoder(_ImageEncoderBase):
     """The image tower of an HF CLIP folder (``CLIPModel`` weights + ``preprocessor_config.json``)."""
 
-    module_prefix = "vision_model."
-
-    def __init__(self, path: str | Path, device: str = "cpu", clip=None):
+    def __init__(self, path: str | Path, device: str = "cpu"):
         from transformers import CLIPImageProcessor, CLIPModel
 
         self.path = Path(path)
-        clip = clip if clip is not None else CLIPModel.from_pretrained(str(self.path))
+        clip = CLIPModel.from_pretrained(str(self.path))
         size = clip.config.vision_config.image_size
         if (self.path / "preprocessor_config.json").is_file():
             self.processor = CLIPImageProcessor.from_pretrained(str(self.path))
@@ -117,11 +114,9 @@ def _open_clip_model(path: Path):
 class OpenClipImageEncoder(_ImageEncoderBase):
     """The image tower of an open_clip model folder (hub layout: ``open_clip_config.json`` + weights)."""
 
-    module_prefix = "visual."
-
-    def __init__(self, path: str | Path, device: str = "cpu", loaded=None):
+    def __init__(self, path: str | Path, device: str = "cpu"):
         self.path = Path(path)
-        clip, self._transform = loaded if loaded is not None else _open_clip_model(self.path)
+        clip, self._transform = _open_clip_model(self.path)
         grid = clip.visual.grid_size
         self.tokens_per_image = grid[0] * grid[1] + 1
         self._setup(_OpenClipVisionTower(clip), device)

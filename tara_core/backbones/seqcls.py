@@ -41,8 +41,6 @@ class _Decoder(torch.nn.Module):
 class LastTokenEncoder:
     """A frozen decoder LM; features = hidden state of each row's last non-padding token."""
 
-    module_prefix = ""
-
     def __init__(self, path: str | Path, device: str = "cpu", max_length: int = 256, dtype: str = "auto"):
         from transformers import AutoModel, AutoTokenizer
 

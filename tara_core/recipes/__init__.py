@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..export import atomic_dir
 
-__all__ = ["RECIPES", "build_zoo", "canonicalize_adapter_configs", "finalize_manifest"]
+__all__ = ["RECIPES", "build_zoo", "canonicalize_adapter_configs", "finalize_manifest", "measure_tasks", "hash_files"]
 
 
 def _demo_text(out, log, **kw):
@@ -46,27 +46,45 @@ def canonicalize_adapter_configs(folder: Path) -> list[Path]:
     return changed
 
 
-def finalize_manifest(folder: Path, manifest: dict, log=print) -> dict:
-    """Measure base/individual accuracy and anchors with the shipped files and hash every file."""
+def measure_tasks(zoo, tasks: list[dict], *, base: bool = True, keep_given: bool = False,
+                  anchor_limit: int | None = None, log=print) -> None:
+    """Fill each manifest task's accuracies and anchor from the zoo's own files (in place).
+
+    Per task, with its adapter alone: ``individual_accuracy`` on the test split (kept when ``keep_given`` and
+    already set) and the anchor z_i = mean entropy on the first ``anchor_limit`` val rows; with ``base`` also
+    the base + head accuracy."""
     from ..evaluate import evaluate, mean_entropy, merged_overrides
     from ..methods import merge
-    from ..zoo import Zoo, ZooManifest, file_sha256
 
-    canonicalize_adapter_configs(folder)
-    zoo = Zoo(folder, ZooManifest.model_validate(manifest))
-    base_acc = evaluate(zoo, None)
-    for i, task in enumerate(manifest["tasks"]):
+    base_acc = evaluate(zoo, None) if base else {}
+    for i, task in enumerate(tasks):
         alone = merge(zoo.adapters.subset([i]), "cat")
         overrides = merged_overrides(zoo, alone)
-        task["base_accuracy"] = round(base_acc[task["name"]], 2)
-        task["individual_accuracy"] = round(evaluate(zoo, alone, tasks=[i])[task["name"]], 2)
-        task["anchor_entropy"] = round(mean_entropy(zoo, i, overrides), 6)
-        log(f"[{task['name']}] base+head {task['base_accuracy']:.1f}%  adapter {task['individual_accuracy']:.1f}%  "
+        if base:
+            task["base_accuracy"] = round(base_acc[task["name"]], 2)
+        if not (keep_given and task.get("individual_accuracy") is not None):
+            task["individual_accuracy"] = round(evaluate(zoo, alone, tasks=[i])[task["name"]], 2)
+        task["anchor_entropy"] = round(mean_entropy(zoo, i, overrides, limit=anchor_limit), 6)
+        measured_base = f"base+head {task['base_accuracy']:.1f}%  " if base else ""
+        log(f"[{task['name']}] {measured_base}adapter {task['individual_accuracy']:.1f}%  "
             f"z = {task['anchor_entropy']:.4f}")
-    manifest["files"] = {
-        str(p.relative_to(folder)): file_sha256(p)
-        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "zoo.json"
-    }
+
+
+def hash_files(folder: Path) -> dict[str, str]:
+    """{path relative to ``folder``: SHA-256} of every file under it but ``zoo.json``."""
+    from ..adapters import file_sha256
+
+    return {str(p.relative_to(folder)): file_sha256(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "zoo.json"}
+
+
+def finalize_manifest(folder: Path, manifest: dict, log=print) -> dict:
+    """Measure base/individual accuracy and anchors with the shipped files and hash every file."""
+    from ..zoo import Zoo, ZooManifest
+
+    canonicalize_adapter_configs(folder)
+    measure_tasks(Zoo(folder, ZooManifest.model_validate(manifest)), manifest["tasks"], log=log)
+    manifest["files"] = hash_files(folder)
     return manifest
 
 

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..export import atomic_dir
@@ -140,9 +139,8 @@ def _image_task(task: TaskSpec, seed: int, spec_dir: Path) -> tuple[dict, dict, 
         pool = open_image_dataset(source, None)
         labels = dataset_labels(pool)
         test_idx, rest = split_indices(len(pool), d.test_fraction, seed)
-        order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed + 1)).tolist()
-        k = min(max(1, round(len(rest) * d.val_fraction)), d.val_max)
-        val = {"split": None, "indices": sorted(rest[i] for i in order[:k])}
+        picked, _ = split_indices(len(rest), d.val_fraction, seed + 1, d.val_max)
+        val = {"split": None, "indices": sorted(rest[i] for i in picked)}
         test = {"split": None, "indices": test_idx, "labels": [labels[i] for i in test_idx]}
         rule = (f"one pool: test = seeded {d.test_fraction:.0%}; val = seeded {d.val_fraction:.0%} of the rest "
                 f"(≤ {d.val_max}); train = the remainder, unused")
@@ -218,9 +216,10 @@ def import_zoo(spec: ImportSpec, out: Path, spec_dir: Path = Path("."), overwrit
     Relative paths in the spec are read relative to ``spec_dir``; ``device`` runs the measurements."""
     from safetensors.torch import save_file
 
-    from ..adapters import load_adapter_set
+    from ..adapters import file_sha256, load_adapter_set, weight_file
     from ..base import BaseWeights
-    from ..zoo import Zoo, ZooError, ZooManifest, file_sha256, open_zoo
+    from ..zoo import Zoo, ZooError, ZooManifest, open_zoo
+    from . import hash_files, measure_tasks
 
     start = time.perf_counter()
     base = _resolve(spec.base, spec_dir)
@@ -290,30 +289,12 @@ def import_zoo(spec: ImportSpec, out: Path, spec_dir: Path = Path("."), overwrit
             "tasks": infos,
             "build": {"recipe": "import", "spec": spec.model_dump(mode="json")},
         }
-        _measure(Zoo(tmp, ZooManifest.model_validate(manifest), device), manifest, spec, log)
-        files = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
-        manifest["files"] = {str(p.relative_to(tmp)): file_sha256(p) for p in files}
+        measure_tasks(Zoo(tmp, ZooManifest.model_validate(manifest), device), manifest["tasks"],
+                      base=spec.measure_base, keep_given=True, anchor_limit=spec.anchor_samples, log=log)
+        manifest["files"] = hash_files(tmp)
         for a in adapters.adapters:  # the user's adapter files, by absolute path
-            weight = next(p for p in (a.path / "adapter_model.safetensors", a.path / "adapter_model.bin") if p.is_file())
-            manifest["files"][str(weight)] = file_sha256(weight)
+            manifest["files"][str(weight_file(a.path))] = file_sha256(weight_file(a.path))
         manifest["build"]["total_seconds"] = round(time.perf_counter() - start, 1)
         (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     open_zoo(out)  # re-read: manifest valid, every hash matches
     return out
-
-
-def _measure(zoo, manifest: dict, spec: ImportSpec, log) -> None:
-    """Individual accuracy (unless given), anchors z_i and optionally base + head accuracy, per task."""
-    from ..evaluate import evaluate, mean_entropy, merged_overrides
-    from ..methods import merge
-
-    base_acc = evaluate(zoo, None) if spec.measure_base else {}
-    for i, task in enumerate(manifest["tasks"]):
-        alone = merge(zoo.adapters.subset([i]), "cat")
-        overrides = merged_overrides(zoo, alone)
-        if task["individual_accuracy"] is None:
-            task["individual_accuracy"] = round(evaluate(zoo, alone, tasks=[i])[task["name"]], 2)
-        if spec.measure_base:
-            task["base_accuracy"] = round(base_acc[task["name"]], 2)
-        task["anchor_entropy"] = round(mean_entropy(zoo, i, overrides, limit=spec.anchor_samples), 6)
-        log(f"[{task['name']}] adapter {task['individual_accuracy']:.1f}%  z = {task['anchor_entropy']:.4f}")
