@@ -17,7 +17,8 @@ from .methods import MergeResult
 from .objective import entropy
 from .precision import autocast
 
-__all__ = ["merged_overrides", "predict_logits", "task_accuracy", "evaluate", "mean_entropy", "eval_rows"]
+__all__ = ["merged_overrides", "predict_logits", "task_accuracy", "evaluate", "mean_entropy", "eval_rows",
+           "individual_accuracies"]
 
 
 def merged_overrides(zoo, result: MergeResult | dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
@@ -59,6 +60,30 @@ def evaluate(zoo, result=None, tasks: list[int] | None = None, limit: int | None
     overrides = merged_overrides(zoo, result)
     tasks = range(len(zoo.task_names)) if tasks is None else tasks
     return {zoo.task_names[i]: task_accuracy(zoo, i, overrides, limit, bf16) for i in tasks}
+
+
+def individual_accuracies(zoo, tasks: list[int] | None = None, limit: int | None = None,
+                          bf16: bool = False) -> dict[str, float]:
+    """Each task's accuracy with its own adapter alone — the denominators of normalized accuracy — on the
+    same examples a merge is evaluated on: the recorded full-test value without ``limit``, measured on the
+    first ``limit`` test examples otherwise (memoized per zoo), so a subset never divides by a full-test number."""
+    from .methods import merge
+
+    tasks = range(len(zoo.task_names)) if tasks is None else tasks
+    recorded = {t.name: t.individual_accuracy for t in zoo.manifest.tasks}
+    out = {}
+    memo = zoo.memo.setdefault("individual_accuracy", {})
+    for i in tasks:
+        name = zoo.task_names[i]
+        if limit is None or limit >= len(zoo.data[i].test_labels):
+            if recorded[name] is not None:
+                out[name] = recorded[name]
+                continue
+        key = (i, limit, bf16)  # noqa: the adapters of an opened zoo never change
+        if key not in memo:
+            memo[key] = evaluate(zoo, merge(zoo.adapters.subset([i]), "cat"), tasks=[i], limit=limit, bf16=bf16)[name]
+        out[name] = memo[key]
+    return out
 
 
 def mean_entropy(zoo, task: int, overrides=None, limit: int | None = None) -> float:

@@ -20,22 +20,28 @@ from .backbones import delta_weights, supports_side_path
 from .lowrank import Factors
 from .methods import MergeError, MergeResult
 from .methods.learned import OptimizeConfig, parse_config
-from .objective import entropy, scalarize, validate_rho
+from .objective import entropy, scalarize, task_loss, validate_rho
 from .precision import autocast
 from .tara import Parameterization, build_parameterization, choose_mode, install_side_path_hooks, side_paths
 
-__all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "task_entropies", "parse_config"]
+__all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "task_logits", "task_entropies",
+           "task_losses", "expert_probabilities", "reference_losses", "parse_config"]
 
 
 @dataclass
 class MergeData:
-    """What a data-driven merge sees: the backbone, each task's head, unlabeled inputs and anchors z_i."""
+    """What a data-driven merge sees: the backbone, each task's head, unlabeled inputs and anchors z_i.
+
+    ``teachers`` (optional): per task, each adapter's own predicted probabilities on its task's ``val``
+    inputs (rows aligned with ``val``), what the ``kl`` loss distills to (:func:`expert_probabilities`).
+    """
 
     backbone: object
     heads: list
     val: list[list]
     anchors: torch.Tensor | None
     names: list[str]
+    teachers: list[torch.Tensor] | None = None
 
     @classmethod
     def from_zoo(cls, zoo, tasks: Sequence[int] | None = None) -> "MergeData":
@@ -45,6 +51,12 @@ class MergeData:
         anchors = None if any(v is None for v in z) else torch.tensor(z, dtype=torch.float32)
         return cls(zoo.backbone, [zoo.heads[i] for i in tasks], [zoo.data[i].val for i in tasks], anchors,
                    [t.name for t in infos])
+
+    def subset(self, tasks: Sequence[int]) -> "MergeData":
+        tasks = list(tasks)
+        return MergeData(self.backbone, [self.heads[i] for i in tasks], [self.val[i] for i in tasks],
+                         None if self.anchors is None else self.anchors[tasks], [self.names[i] for i in tasks],
+                         None if self.teachers is None else [self.teachers[i] for i in tasks])
 
 
 @dataclass
@@ -76,9 +88,9 @@ def _modes(param: Parameterization, tokens: int, mode: str, model: torch.nn.Modu
     return out
 
 
-def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torch.Tensor], batches: list[list],
-                   modes: dict[str, str] | None = None, fan_in_fan_out: dict[str, bool] | None = None) -> torch.Tensor:
-    """Mean predictive entropy per task (N) of the merged model ΔW(φ) on one batch per task."""
+def task_logits(data: MergeData, param: Parameterization, phi: dict[str, torch.Tensor], batches: list[list],
+                modes: dict[str, str] | None = None, fan_in_fan_out: dict[str, bool] | None = None) -> list[torch.Tensor]:
+    """Each task's head logits on its batch, through one forward of the merged model ΔW(φ)."""
     bb = data.backbone
     sizes = [len(b) for b in batches]
     batch = bb.preprocess([x for b in batches for x in b])
@@ -100,12 +112,92 @@ def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torc
         feats = bb.features(batch, overrides or None)
     out, start = [], 0
     for head, n in zip(data.heads, sizes):
-        out.append(entropy(head(feats[start:start + n])).mean())
+        out.append(head(feats[start:start + n]))
         start += n
-    return torch.stack(out)
+    return out
 
 
-class _Sampler:
+def task_entropies(data: MergeData, param: Parameterization, phi: dict[str, torch.Tensor], batches: list[list],
+                   modes: dict[str, str] | None = None, fan_in_fan_out: dict[str, bool] | None = None) -> torch.Tensor:
+    """Mean predictive entropy per task (N) of the merged model ΔW(φ) on one batch per task."""
+    logits = task_logits(data, param, phi, batches, modes, fan_in_fan_out)
+    return torch.stack([entropy(z).mean() for z in logits])
+
+
+def task_losses(data: MergeData, param: Parameterization, phi: dict[str, torch.Tensor], rows: list[list[int]],
+                loss: str = "entropy", modes: dict[str, str] | None = None,
+                fan_in_fan_out: dict[str, bool] | None = None) -> torch.Tensor:
+    """The label-free loss f_i per task (N) on the val rows ``rows[i]`` of each task (:func:`task_loss`)."""
+    if loss == "kl" and data.teachers is None:
+        raise MergeError("loss 'kl' needs the experts' predictions (MergeData.teachers); see expert_probabilities")
+    batches = [[v[j] for j in r] for v, r in zip(data.val, rows)]
+    logits = task_logits(data, param, phi, batches, modes, fan_in_fan_out)
+    teachers = [None] * len(rows) if loss != "kl" else [t[r] for t, r in zip(data.teachers, rows)]
+    return torch.stack([task_loss(z, loss, t) for z, t in zip(logits, teachers)])
+
+
+@torch.no_grad()
+def expert_probabilities(data: MergeData, adapters: AdapterSet, batch_size: int = 128) -> list[torch.Tensor]:
+    """Per task i: softmax of task i's head with adapter i alone (W_0 + ΔW_i) on task i's val inputs — the
+    experts' own predictions the ``kl`` loss distills to. Needs no labels."""
+    bb = data.backbone
+    out = []
+    for i, inputs in enumerate(data.val):
+        deltas = {}
+        for m in adapters.module_names:
+            f = adapters.factors(m)[i]
+            if f is not None:
+                d = f.materialize()
+                deltas[m] = d.T if adapters.fan_in_fan_out.get(m) else d
+        overrides = delta_weights(bb.model, {m: d.to(getattr(bb, "device", "cpu")) for m, d in deltas.items()})
+        probs = []
+        for start in range(0, len(inputs), batch_size):
+            feats = bb.features(bb.preprocess(list(inputs[start:start + batch_size])), overrides or None)
+            probs.append(torch.softmax(data.heads[i](feats).float(), dim=-1).cpu())
+        out.append(torch.cat(probs))
+    return out
+
+
+@torch.no_grad()
+def reference_losses(data: MergeData, param: Parameterization, phi: dict[str, torch.Tensor], loss: str,
+                     rows: int = 64, batch_size: int = 16, fan_in_fan_out: dict[str, bool] | None = None) -> torch.Tensor:
+    """f_i at a fixed φ (the TA start point for ``ta`` gaps) on the first ``rows`` val inputs of every task."""
+    n = min(rows, min(len(v) for v in data.val))
+    total = torch.zeros(len(data.val), dtype=torch.float64)
+    count = 0
+    for start in range(0, n, batch_size):
+        idx = [list(range(start, min(start + batch_size, n)))] * len(data.val)
+        total += task_losses(data, param, phi, idx, loss, fan_in_fan_out=fan_in_fan_out).double() * len(idx[0])
+        count += len(idx[0])
+    return (total / max(count, 1)).float()
+
+
+def objective_terms(data: MergeData, cfg, param: Parameterization, adapters: AdapterSet):
+    """(anchors z, gap scale or None) of a config: z = the zoo's anchors for ``entropy``, 0 for ``kl``; the
+    ``ta`` gap scale = |f(TA) − z| measured at φ ≡ φ_init."""
+    if cfg.loss == "kl":
+        if data.teachers is None:
+            data.teachers = expert_probabilities(data, adapters)
+        anchors = torch.zeros(len(data.val))
+    else:
+        anchors = data.anchors
+        if anchors is None and (cfg.scalarization != "linear" or cfg.gap == "ta"):
+            raise MergeError(f"scalarization {cfg.scalarization!r} needs anchors z_i; use scalarization=linear")
+    scale = None
+    if cfg.gap == "ta":
+        f_ta = reference_losses(data, param, param.initial(cfg.phi_init), cfg.loss,
+                                fan_in_fan_out=adapters.fan_in_fan_out)
+        scale = (f_ta - anchors.to(f_ta.dtype)).abs().clamp_min(1e-4)
+    return anchors, scale
+
+
+def step_modes(data: MergeData, param: Parameterization, rows: list[list[int]], mode: str) -> dict[str, str]:
+    """Per-module application mode for batches like ``rows`` (the cost model sees their token count)."""
+    probe = data.backbone.preprocess([v[j] for v, r in zip(data.val, rows) for j in r])
+    return _modes(param, data.backbone.token_count(probe), mode, data.backbone.model)
+
+
+class Sampler:
     """Seeded, cycling, without-replacement batches per task."""
 
     def __init__(self, sizes: list[int], batch_size: int, seed: int):
@@ -167,8 +259,7 @@ def optimize(
     device = getattr(data.backbone, "device", "cpu")
     param.to(device)  # the factors live where the backbone runs (a no-op on CPU)
     param.clamp = clamp
-    if cfg.scalarization != "linear" and data.anchors is None:
-        raise MergeError(f"scalarization {cfg.scalarization!r} needs anchors z_i; use scalarization=linear")
+    anchors, scale = objective_terms(data, cfg, param, adapters)
     if warm_start is not None:
         if set(warm_start) != set(param.shapes) or any(warm_start[k].shape != param.shapes[k] for k in warm_start):
             raise MergeError("warm_start φ does not match this variant and adapter set")
@@ -178,7 +269,7 @@ def optimize(
     phi = {k: v.to(device).requires_grad_(True) for k, v in start_phi.items()}
     best_phi = {k: v.detach().clone() for k, v in phi.items()}
     opt = torch.optim.AdamW(list(phi.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = _Sampler([len(v) for v in data.val], cfg.batch_size, cfg.seed)
+    sampler = Sampler([len(v) for v in data.val], cfg.batch_size, cfg.seed)
     result = OptimizeResult(variant, rho_t.tolist(), phi, best_phi, 0, config=cfg.model_dump())
     best_loss = float("inf")
     modes = None
@@ -187,13 +278,12 @@ def optimize(
         if should_cancel is not None and should_cancel():
             result.cancelled = True
             break
-        batches = [[v[j] for j in sampler.next(i)] for i, v in enumerate(data.val)]
+        rows = [sampler.next(i) for i in range(len(data.val))]
         if modes is None:
-            probe = data.backbone.preprocess([x for b in batches for x in b])
-            modes = _modes(param, data.backbone.token_count(probe), cfg.mode, data.backbone.model)
+            modes = step_modes(data, param, rows, cfg.mode)
         with autocast(getattr(data.backbone, "device", "cpu"), cfg.bf16):
-            H = task_entropies(data, param, phi, batches, modes, adapters.fan_in_fan_out)
-        loss = scalarize(H.float(), rho_t, data.anchors, cfg.scalarization, cfg.alpha)
+            H = task_losses(data, param, phi, rows, cfg.loss, modes, adapters.fan_in_fan_out)
+        loss = scalarize(H.float(), rho_t, anchors, cfg.scalarization, cfg.alpha, scale)
         if float(loss.detach()) < best_loss:  # loss of the φ *before* this step's update
             best_loss = float(loss.detach())
             result.best_step = step

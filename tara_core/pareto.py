@@ -24,7 +24,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["BACKENDS", "grid", "non_dominated", "method_chain", "pareto_front", "preference_sensitivity"]
+__all__ = ["BACKENDS", "grid", "non_dominated", "method_chain", "pareto_front", "preference_sensitivity",
+           "emphasis_rhos", "steering", "steering_summary", "hypervolume"]
 
 BACKENDS = ("process", "local", "ray")
 
@@ -199,3 +200,70 @@ def sensitivity_summary(rows: pd.DataFrame) -> pd.DataFrame:
     out["spread"] = out["max"] - out["min"]
     out["corr(rho, acc)"] = g.apply(lambda d: d["rho_task"].corr(d["accuracy"]), include_groups=False)
     return out.reset_index()
+
+
+def emphasis_rhos(n: int, emphasis: float = 0.5) -> list[tuple[str | None, list[float]]]:
+    """Uniform ρ (label None) and, for every task k, ρ_k = ``emphasis`` with the others sharing the rest."""
+    rest = (1.0 - emphasis) / (n - 1)
+    return [(None, [1.0 / n] * n)] + [(k, [emphasis if i == k else rest for i in range(n)]) for k in range(n)]
+
+
+def steering(zoo, method: str, params: dict | None = None, emphasis: float = 0.5, limit: int | None = None,
+             tasks: Sequence[int] | None = None, bf16: bool = False,
+             progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Does ρ steer a method? Normalized accuracy of every task at uniform ρ and with each task emphasized
+    (:func:`emphasis_rhos`). Data-driven methods get ρ itself; data-free ones the task weights N ρ (so TA
+    at uniform ρ is its default merge). Normalization uses the individual adapters' accuracy on the same
+    examples (:func:`~tara_core.evaluate.individual_accuracies`). Rows: method, emphasized (task name or
+    'uniform'), rho, task, accuracy, normalized_accuracy."""
+    from .evaluate import evaluate, individual_accuracies
+    from .methods import get_method
+    from .run import run_method
+
+    zoo = _open(zoo)
+    tasks = list(range(len(zoo.task_names))) if tasks is None else list(tasks)
+    names = [zoo.task_names[i] for i in tasks]
+    n = len(tasks)
+    spec = get_method(method)
+    individual = individual_accuracies(zoo, tasks, limit, bf16)
+    rows, phi, param = [], None, None
+    for k, rho in emphasis_rhos(n, emphasis):
+        label = "uniform" if k is None else names[k]
+        if spec.data_driven:
+            result, record = run_method(zoo, method, params, rho=rho, tasks=tasks, param=param)
+            param = record.param
+        else:
+            result, _ = run_method(zoo, method, {**(params or {}), "weights": [n * r for r in rho]}, tasks=tasks)
+        acc = evaluate(zoo, result, tasks=tasks, limit=limit, bf16=bf16)
+        for name in names:
+            rows.append({"method": method, "emphasized": label, "rho": rho[names.index(name)], "task": name,
+                         "accuracy": acc[name], "normalized_accuracy": 100.0 * acc[name] / individual[name]})
+        if progress:
+            progress(f"{method}: ρ emphasizing {label}")
+    return pd.DataFrame(rows)
+
+
+def steering_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per method: each task's gain when emphasized (normalized accuracy at its emphasis − at uniform ρ),
+    the steer (mean gain), how many tasks gain, and the uniform-ρ average normalized accuracy."""
+    out = []
+    for method, g in rows.groupby("method", sort=False):
+        uni = g[g.emphasized == "uniform"].set_index("task")["normalized_accuracy"]
+        gains = {t: float(g[(g.emphasized == t) & (g.task == t)]["normalized_accuracy"].iloc[0] - uni[t])
+                 for t in uni.index}
+        out.append({"method": method, **{f"gain {t}": v for t, v in gains.items()},
+                    "steer": float(np.mean(list(gains.values()))), "tasks gaining": sum(v > 0 for v in gains.values()),
+                    "uniform average": float(uni.mean())})
+    return pd.DataFrame(out)
+
+
+def hypervolume(acc_a: Sequence[float], acc_b: Sequence[float], ref: tuple[float, float] = (0.0, 0.0)) -> float:
+    """Area dominated by the points (maximizing both) above the reference point ``ref``, in accuracy²
+    units: the standard two-objective hypervolume of a front."""
+    pts = sorted({(float(a), float(b)) for a, b in zip(acc_a, acc_b) if a > ref[0] and b > ref[1]}, reverse=True)
+    area, best_b = 0.0, ref[1]
+    for a, b in pts:  # a descending: each point adds the strip above the best b so far
+        if b > best_b:
+            area += (a - ref[0]) * (b - best_b)
+            best_b = b
+    return area

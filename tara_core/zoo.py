@@ -139,6 +139,7 @@ class Zoo:
 
     def __init__(self, folder: Path, manifest: ZooManifest, device: str = "cpu"):
         self.folder, self.manifest, self.device = folder, manifest, device
+        self.memo: dict = {}  # results derived from this zoo's fixed inputs (e.g. accuracies on test subsets)
 
     @property
     def name(self) -> str:

@@ -91,6 +91,7 @@ class MergeMethod:
     data_driven: bool = False
     exact_lowrank: bool = True  # the result is factored with rank ≤ Σ r_i
     fixed: dict = field(default_factory=dict)  # parameters pinned by this entry (e.g. inner="ties")
+    preference_of: str | None = None  # a preference model φ(ρ) of this variant (tara_core.preference)
 
     def resolve(self, params: dict | None) -> dict:
         """Defaults overlaid with validated user parameters; unknown names are an error."""

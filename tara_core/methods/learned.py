@@ -1,7 +1,9 @@
-"""Data-driven methods (AdaMerging, TARA-A, TARA-B): their settings, validated, and registry parameters.
+"""Data-driven methods (AdaMerging, TARA-A/B, their preference models): settings, validated, as registry
+parameters.
 
-The optimization itself lives in :mod:`tara_core.optimize`; this module only describes what it accepts so
-that the registry, the CLI (``--param key=value``) and ``methods`` list the same fields and defaults.
+The optimization lives in :mod:`tara_core.optimize` and the preference models in :mod:`tara_core.preference`;
+this module only describes what they accept so that the registry, the CLI (``--param key=value``) and
+``methods`` list the same fields and defaults.
 """
 from __future__ import annotations
 
@@ -22,7 +24,13 @@ class OptimizeConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (PyTorch's default; pulls φ to 0)")
     batch_size: int = Field(16, ge=1, description="unlabeled examples per task per step")
     phi_init: float = Field(0.4, description="initial coefficient (0.4 = Task Arithmetic with λ = 0.4)")
-    scalarization: Literal["stch", "stch-abs", "linear"] = "stch"
+    loss: Literal["entropy", "kl"] = Field(
+        "entropy", description="per-task loss: predictive entropy (the paper) or KL to each adapter's own "
+                               "predictions on its unlabeled inputs (distillation; no labels)")
+    gap: Literal["raw", "ta"] = Field(
+        "raw", description="raw: f_i − z_i (the paper); ta: max(f_i − z_i, 0) / (f_i(TA) − z_i), never negative")
+    scalarization: Literal["stch", "stch-abs", "linear"] = Field(
+        "stch", description="how ρ combines the task gaps: smooth Tchebycheff, with |·|, or a weighted sum")
     alpha: float = Field(1.0, gt=0, description="STCH temperature α")
     seed: int = Field(0, description="seed of the data order")
     clamp_min: float | None = Field(None, description="optional lower bound on φ (default: unconstrained)")
@@ -31,30 +39,73 @@ class OptimizeConfig(BaseModel):
     bf16: bool = Field(False, description="bf16 autocast of the backbone (CUDA, or a CPU with native bf16)")
 
 
-def parse_config(params: dict) -> OptimizeConfig:
+class PreferenceConfig(BaseModel):
+    """Settings of a preference model φ(ρ) (``tara-a-pareto`` / ``tara-b-pareto``, :mod:`tara_core.preference`):
+    the fit (Pareto set learning over ρ ~ Dirichlet), its objective, and the optional per-ρ refinement."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(400, ge=0, description="fit steps, one sampled ρ and one batch per task each")
+    lr: float = Field(1e-2, gt=0, le=1.0, description="Adam learning rate of the model's profiles")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the profiles")
+    batch_size: int = Field(16, ge=1, description="unlabeled examples per task per step")
+    phi_init: float = Field(0.4, ge=-10, le=10, description="φ at uniform ρ before fitting (TA, λ = 0.4)")
+    features: Literal["linear", "quadratic"] = Field(
+        "quadratic", description="ψ(ρ): N ρ − 1 (linear), or with its squares (quadratic)")
+    rank: int = Field(4, ge=0, le=64, description="rank of the ρ-dependent part of the profile (0: per-task "
+                                                 "scales only)")
+    low_rank_lr: float = Field(0.1, ge=0, le=10, description="learning rate of the low-rank part, relative to lr")
+    loss: Literal["entropy", "kl"] = Field("kl", description="per-task loss (see tara-b's 'loss')")
+    gap: Literal["raw", "ta"] = Field("ta", description="task gap the preference weighs (see tara-b's 'gap')")
+    scalarization: Literal["stch", "stch-abs", "linear"] = Field("stch", description="how ρ combines the gaps")
+    alpha: float = Field(0.1, gt=0, description="STCH temperature α")
+    concentration: float = Field(1.0, gt=0, description="Dirichlet concentration of the sampled ρ (1: uniform)")
+    face_prob: float = Field(0.25, ge=0, le=1, description="share of sampled ρ on a random face of the simplex "
+                                                          "(some tasks at 0, vertices included)")
+    seed: int = Field(0, description="seed of the data order and the sampled ρ")
+    mode: Literal["auto", "materialized", "side"] = Field("auto", description="how each module applies ΔW(φ)")
+    bf16: bool = Field(False, description="bf16 autocast of the backbone (CUDA, or a CPU with native bf16)")
+    refine_steps: int = Field(0, ge=0, description="per-ρ steps warm-started from φ(ρ) (0: φ(ρ) as is)")
+    refine_lr: float = Field(1e-2, gt=0, le=1.0, description="learning rate of the refinement steps")
+    model: str | None = Field(None, description="a fitted model file (.safetensors) to use instead of the "
+                                                "zoo's shipped one or the cache")
+    refit: bool = Field(False, description="fit again even when a fitted model for this zoo, tasks and "
+                                           "settings is shipped or cached")
+
+    def fit_fields(self) -> dict:
+        """The settings a fitted model depends on (what its cache key and file record)."""
+        return self.model_dump(exclude={"refine_steps", "refine_lr", "model", "refit"})
+
+
+def _parse(cls, params: dict):
     try:
-        return OptimizeConfig(**params)
+        return cls(**params)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(x) for x in first["loc"]) or "parameters"
         if first["type"] == "extra_forbidden":
-            raise MergeError(f"unknown parameter {name!r}; known: {sorted(OptimizeConfig.model_fields)}") from None
+            raise MergeError(f"unknown parameter {name!r}; known: {sorted(cls.model_fields)}") from None
         raise MergeError(f"parameter {name!r}: {first['msg']} (got {first.get('input')!r})") from None
 
 
+def parse_config(params: dict) -> OptimizeConfig:
+    return _parse(OptimizeConfig, params)
 
 
-def config_params() -> tuple[Param, ...]:
-    """The :class:`OptimizeConfig` fields as registry parameters (same names, defaults and help)."""
+def parse_preference_config(params: dict) -> PreferenceConfig:
+    return _parse(PreferenceConfig, params)
+
+
+def config_params(cls: type[BaseModel] = OptimizeConfig) -> tuple[Param, ...]:
+    """A config's fields as registry parameters (same names, defaults and help)."""
     out = []
-    for name, f in OptimizeConfig.model_fields.items():
+    for name, f in cls.model_fields.items():
         ann = f.annotation
         choices = None
         if typing.get_origin(ann) is Literal:
             kind, choices = str, tuple(typing.get_args(ann))
-        elif ann in (int, float, bool):
+        elif ann in (int, float, bool, str):
             kind = ann
-        else:  # Optional[float]
-            kind = float
+        else:  # Optional[float] / Optional[str]
+            kind = next(a for a in typing.get_args(ann) if a is not type(None))
         out.append(Param(name, f.default, f.description or name, kind=kind, choices=choices))
     return tuple(out)

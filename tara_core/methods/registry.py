@@ -10,7 +10,7 @@ from .base import DENSITY, LAMBDA, MAJORITY_SIGN, SEED, WEIGHTS, MergeError, Mer
 from .dare import dare_linear, dare_ties
 from .iso import iso_c, iso_cts
 from .knots import knots
-from .learned import config_params
+from .learned import PreferenceConfig, config_params
 from .lora_lego import lora_lego
 from .task_arithmetic import task_arithmetic
 from .ties import ties
@@ -95,6 +95,18 @@ register(MergeMethod(
     "tara-b", "TARA-B", "Jeong, Lee & Yoon, CVPR 2026, https://arxiv.org/abs/2603.26299",
     "one φ per (task, shared singular direction) of the concatenated adapters, learned under preference ρ",
     _LEARNED, data_driven=True))
+
+_PREFERENCE = config_params(PreferenceConfig)
+register(MergeMethod(
+    "tara-a-pareto", "TARA-A preference model", "Jeong, Lee & Yoon, CVPR 2026 + Pareto set learning (Navon et al., "
+    "ICLR 2021, https://arxiv.org/abs/2010.04104)",
+    "TARA-A's φ as a function φ(ρ) of the preference, fitted once over the simplex; any ρ in milliseconds",
+    _PREFERENCE, data_driven=True, preference_of="tara-a"))
+register(MergeMethod(
+    "tara-b-pareto", "TARA-B preference model", "Jeong, Lee & Yoon, CVPR 2026 + Pareto set learning (Navon et al., "
+    "ICLR 2021, https://arxiv.org/abs/2010.04104)",
+    "TARA-B's φ as a function φ(ρ) of the preference, fitted once over the simplex; any ρ in milliseconds",
+    _PREFERENCE, data_driven=True, preference_of="tara-b"))
 
 
 def get_method(name: str) -> MergeMethod:
