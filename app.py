@@ -3,7 +3,8 @@ import os
 
 import streamlit as st
 
-from studio import DATA_DRIVEN, current_rho, get_zoo, zoo_names
+from studio import DATA_DRIVEN, PREFERENCE, current_rho, get_zoo, zoo_names
+from tara_core.firstview import DEFAULTS
 from tara_core.methods import METHODS
 
 st.set_page_config(page_title="TARA Studio", page_icon=":material/merge:", layout="wide")
@@ -21,8 +22,10 @@ with st.sidebar:
     st.multiselect("Tasks", zoo.task_names, default=zoo.task_names, key="tasks",
                    help="Which adapters to merge (and which test sets to evaluate)")
     selected = st.session_state.get("tasks") or zoo.task_names
-    st.selectbox("Method", DATA_DRIVEN + [m for m in METHODS if m not in DATA_DRIVEN], key="method",
-                 help="Used by the Merge page; ρ matters for TARA and AdaMerging")
+    learned = PREFERENCE + DATA_DRIVEN
+    options = learned + [m for m in METHODS if m not in learned]
+    st.selectbox("Method", options, index=options.index(DEFAULTS["merge"]["method"]), key="method",
+                 help="Used by the Merge page; ρ matters for the preference models (*-pareto), TARA and AdaMerging")
     st.markdown("**Preference ρ** (one weight per task)")
     for name in selected:
         st.slider(name, 0.0, 1.0, 1.0, 0.05, key=f"rho_{name}")

@@ -11,8 +11,6 @@ import time
 
 import streamlit as st
 
-from tara_core.evaluate import evaluate
-from tara_core.methods import merge
 from tara_core.zoo import list_zoos, open_zoo
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D"]
@@ -37,19 +35,51 @@ def selection():
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def cached_eval(zoo_name: str, method: str, params: tuple, tasks: tuple[int, ...]) -> dict:
-    """Merge the selected adapters with any method (data-driven ones at uniform ρ) and evaluate on their
-    test sets."""
-    from tara_core.run import run_method
+def cached_eval(zoo_name: str, method: str, params: tuple, tasks: tuple[int, ...], limit: int | None = None,
+                bf16: bool = False, rho: tuple[float, ...] | None = None) -> dict:
+    """Merge the selected adapters with any method (data-driven ones at ``rho``, default uniform) and evaluate
+    on their test sets (the first ``limit`` examples); disk-cached (:mod:`tara_core.firstview`)."""
+    from tara_core.firstview import evaluation
+
+    return evaluation(get_zoo(zoo_name), method, dict(params), list(tasks), rho=None if rho is None else list(rho),
+                      limit=limit, bf16=bf16)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_individual(zoo_name: str, tasks: tuple[int, ...], limit: int | None, bf16: bool = False) -> dict:
+    """Each adapter alone on the same test examples a merge is evaluated on (normalized accuracy's denominator)."""
+    from tara_core.firstview import individual
+
+    return individual(get_zoo(zoo_name), list(tasks), limit, bf16)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _preference(zoo_name: str, method: str, tasks: tuple[int, ...], _progress=None):
+    from tara_core.methods import get_method
+    from tara_core.preference import preference_model_for
 
     zoo = get_zoo(zoo_name)
-    start = time.perf_counter()
-    result, _ = run_method(zoo, method, dict(params), tasks=list(tasks))
-    merge_s = time.perf_counter() - start
-    acc = evaluate(zoo, result, tasks=list(tasks))
-    return {"accuracy": acc, "merge_seconds": merge_s, "seconds": time.perf_counter() - start}
+    variant = get_method(method).preference_of
+    model, path = preference_model_for(zoo, variant, list(tasks), param=get_param(zoo_name, variant, tasks),
+                                       progress=_progress)
+    return model, path
 
 
+def preference_model(zoo_name: str, method: str, tasks: tuple[int, ...]):
+    """(model, file) of a preference method for the selected tasks: shipped or cached on disk, else fitted once
+    (minutes, with a progress bar) and kept for every session."""
+    bar = st.empty()
+
+    def progress(step, total, record):
+        bar.progress(step / total, text=f"Fitting the preference model for these tasks (once): step {step}/{total}")
+
+    with optimization_lock():
+        out = _preference(zoo_name, method, tasks, progress)
+    bar.empty()
+    return out
+
+
+PREFERENCE = ["tara-b-pareto", "tara-a-pareto"]
 DATA_DRIVEN = ["tara-b", "tara-a", "adamerging-layer", "adamerging-task"]
 
 
@@ -81,28 +111,28 @@ def get_param(zoo_name: str, variant: str, tasks: tuple[int, ...]):
 
 @st.cache_data(show_spinner="Computing effective-rank stacks...", max_entries=32)
 def cached_coverage(zoo_name: str, tasks: tuple[int, ...], normalize: bool, batch_size: int = 16):
-    from tara_core.diagnostics import diagnose
+    from tara_core.firstview import coverage_frame
 
-    return diagnose(get_zoo(zoo_name), ("erank",), tasks=list(tasks), batch_size=batch_size, normalize=normalize)
+    return coverage_frame(get_zoo(zoo_name), list(tasks), normalize, batch_size)
 
 
 @st.cache_data(show_spinner="Computing the Jacobian J in the RAW and ORTH bases...", max_entries=32)
 def cached_anisotropy(zoo_name: str, tasks: tuple[int, ...], rho: tuple[float, ...], batch_size: int = 8):
-    from tara_core.diagnostics import diagnose
+    from tara_core.firstview import anisotropy_frame
 
-    return diagnose(get_zoo(zoo_name), ("kappa", "xi"), tasks=list(tasks), batch_size=batch_size, rho=list(rho))
+    return anisotropy_frame(get_zoo(zoo_name), list(tasks), list(rho), batch_size)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_front(zoo_name: str, pair: tuple[int, int], methods: tuple[str, ...], points: int, steps: int,
-                 warm_steps: int, limit: int, bf16: bool = False):
-    from tara_core.pareto import pareto_front
+                 limit: int, context: tuple[int, ...], bf16: bool = False):
+    from tara_core.firstview import front
 
-    return pareto_front(get_zoo(zoo_name), pair, methods, points=points, steps=steps, warm_steps=warm_steps,
-                        limit=limit, backend="local", bf16=bf16)
+    return front(get_zoo(zoo_name), pair, methods, points, steps, limit, list(context), bf16)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def cached_eval_limited(zoo_name: str, method: str, tasks: tuple[int, ...], limit: int, bf16: bool = False) -> dict:
-    zoo = get_zoo(zoo_name)
-    return evaluate(zoo, merge(zoo.adapters.subset(list(tasks)), method), tasks=list(tasks), limit=limit, bf16=bf16)
+@st.cache_data(show_spinner="Measuring interference from the val inputs' second moments...", max_entries=8)
+def cached_osrm_report(base: str, samples: int):
+    from tara_core.firstview import osrm_report
+
+    return osrm_report(get_zoo(base), get_zoo(f"{base}-osrm"), samples)

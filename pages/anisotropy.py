@@ -4,6 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 from studio import PALETTE, cached_anisotropy, current_rho, selection
+from tara_core.firstview import DEFAULTS
 
 zoo, tasks = selection()
 st.title("Anisotropy")
@@ -14,7 +15,7 @@ if len(tasks) < 2:
     st.info("Select at least two tasks in the sidebar.")
     st.stop()
 rho = current_rho(tasks)
-df = cached_anisotropy(zoo.name, tuple(tasks), tuple(round(r, 4) for r in rho))
+df = cached_anisotropy(zoo.name, tuple(tasks), tuple(round(r, 4) for r in rho), DEFAULTS["anisotropy"]["batch_size"])
 kappa = df[df.quantity.str.startswith("kappa") & (df.module != "all")]
 plain = kappa[kappa.rho.isna()]
 fig = px.line(plain.sort_values("layer"), x="layer", y="value", color="module", line_dash="basis", markers=True,

@@ -4,6 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 from studio import PALETTE, cached_eval, selection
+from tara_core.firstview import DEFAULTS
 from tara_core.methods import METHODS
 
 zoo, tasks = selection()
@@ -12,13 +13,14 @@ st.caption("Normalized accuracy = 100 · merged accuracy / the task's own adapte
 if len(tasks) < 2:
     st.info("Select at least two tasks in the sidebar to compare merges.")
     st.stop()
-methods = st.multiselect("Methods", list(METHODS), default=["ta", "ties", "knots-ties", "tsv", "iso-c"],
+methods = st.multiselect("Methods", list(METHODS), default=list(DEFAULTS["compare"]["methods"]),
                          key="compare_methods")
-steps = st.number_input("steps for TARA / AdaMerging (uniform ρ)", 1, 500, 50, 10, key="compare_steps")
+steps = st.number_input("steps for per-ρ TARA / AdaMerging (uniform ρ)", 1, 500, DEFAULTS["compare"]["steps"], 10,
+                        key="compare_steps", help="The preference models (*-pareto) are read at uniform ρ")
 rows = []
 progress = st.progress(0.0, text="Merging and evaluating...")
 for k, m in enumerate(methods):
-    params = (("steps", int(steps)),) if METHODS[m].data_driven else ()
+    params = (("steps", int(steps)),) if METHODS[m].data_driven and not METHODS[m].preference_of else ()
     res = cached_eval(zoo.name, m, params, tuple(tasks))
     for i in tasks:
         t = zoo.manifest.tasks[i]

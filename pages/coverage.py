@@ -5,6 +5,7 @@ import streamlit as st
 
 from studio import PALETTE, cached_coverage, selection
 from tara_core.diagnostics import coverage
+from tara_core.firstview import DEFAULTS
 
 zoo, tasks = selection()
 st.title("Subspace coverage")
@@ -15,14 +16,12 @@ st.caption("Effective rank (exp of the entropy of the normalized singular values
 if len(tasks) < 2:
     st.info("Select at least two tasks in the sidebar.")
     st.stop()
-normalize = st.toggle("normalize atoms to unit norm", value=False, key="cov_normalize")
-df = cached_coverage(zoo.name, tuple(tasks), normalize)
-runs = st.session_state.get("merge_runs", {})
-method = st.session_state.get("method")
-mine = [r for k, r in runs.items() if k[0] == zoo.name and k[1] == method and k[2] == tuple(tasks) and "merge" in r]
-if mine:  # overlay the session's current merge
-    current = coverage(zoo.adapters.subset(tasks), merged=mine[-1]["merge"])
-    current = current[current.quantity == "erank_merged"].assign(quantity=f"erank_merged ({method}, current ρ)")
+normalize = st.toggle("normalize atoms to unit norm", value=DEFAULTS["coverage"]["normalize"], key="cov_normalize")
+df = cached_coverage(zoo.name, tuple(tasks), normalize, DEFAULTS["coverage"]["batch_size"])
+mine = st.session_state.get("current_merge")
+if mine and mine["zoo"] == zoo.name and mine["tasks"] == tuple(tasks):  # overlay the Merge page's current merge
+    current = coverage(zoo.adapters.subset(tasks), merged=mine["merge"])
+    current = current[current.quantity == "erank_merged"].assign(quantity=f"erank_merged ({mine['method']}, current ρ)")
     df = pd.concat([df, current], ignore_index=True)
 types = sorted(df.module.unique())
 mtype = st.selectbox("module type", types, key="cov_module")

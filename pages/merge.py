@@ -1,4 +1,5 @@
-"""Merge: move the ρ sliders and watch φ re-optimize (warm-started), then per-task accuracy and the φ map."""
+"""Merge: move the ρ sliders and the merge follows — φ(ρ) from the preference model at once, per-task accuracy
+redrawn, optional per-ρ refinement; per-ρ TARA/AdaMerging re-optimize warm-started; the φ map; download."""
 import io
 import tempfile
 import time
@@ -9,151 +10,207 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from studio import PALETTE, cached_eval_limited, current_rho, get_param, optimization_lock, selection
+from studio import (PALETTE, cached_eval, cached_individual, current_rho, get_param, optimization_lock,
+                    preference_model, selection)
 from tara_core.diagnostics import split_module_name
 from tara_core.evaluate import evaluate
+from tara_core.firstview import DEFAULTS
 from tara_core.methods import get_method
 from tara_core.optimize import merge_from_phi
 from tara_core.precision import bf16_is_native
-from tara_core.run import run_method
+from tara_core.run import refine_config, run_method
 
 zoo, tasks = selection()
-method = st.session_state.get("method", "tara-b")
+method = st.session_state.get("method", DEFAULTS["merge"]["method"])
+spec = get_method(method)
 st.title(f"Merge · {method}")
-st.caption("Each ρ slider (sidebar) says how much its task matters. TARA re-learns one weight φ per LoRA "
-           "direction for the new ρ, starting from the previous φ, so small moves converge in a few steps.")
+if spec.preference_of:
+    st.caption("Each ρ slider (sidebar) says how much its task matters. The preference model gives the merge "
+               "weights φ(ρ) for any ρ at once (fitted once per task set over all preferences); the accuracies "
+               "below follow every slider move. **Refine** adds per-ρ optimization steps from φ(ρ).")
+else:
+    st.caption("Each ρ slider (sidebar) says how much its task matters. Per-ρ TARA/AdaMerging re-learn φ for "
+               "the new ρ, starting from the previous φ (the paper's optimizer: a few steps move φ little; the "
+               "*-pareto* methods follow ρ at once).")
 if len(tasks) < 2:
     st.info("Select at least two tasks in the sidebar: merging needs two adapters or more.")
     st.stop()
 
-spec = get_method(method)
-c1, c2, c3, c4 = st.columns(4)
-cold_steps = c1.number_input("steps (first run)", 1, 1000, 60, 10, key="cold_steps",
-                             help="AdamW steps from φ = 0.4 (TA) when nothing is cached yet")
-warm_steps = c2.number_input("steps (after a ρ move)", 1, 500, 3, 1, key="warm_steps",
-                             help="AdamW steps from the previous φ")
-batch_size = c3.number_input("batch per task", 1, 64, 8, 1, key="merge_batch")
-limit = c4.number_input("test examples per task", 20, 2000, 100, 20, key="eval_limit",
-                        help="Accuracy is measured on the first N test examples of each task")
-bf16 = st.toggle("bf16 (fast)", value=bf16_is_native(zoo.device), key="merge_bf16",
-                 help="Run the model's matmuls in bfloat16 (on by default where the hardware has native bf16: "
-                      "about 2× faster steps and 3× faster evaluation here; accuracies move by rounding only). "
-                      "Off: fp32, the precision of the CLI's tables.")
+names = [zoo.task_names[i] for i in tasks]
+c1, c2, c3 = st.columns(3)
+preview = c1.number_input("quick estimate on (test examples per task)", 5, 500, DEFAULTS["merge"]["preview"], 5,
+                          key="eval_preview", help="Shown right after a slider move")
+limit = c2.number_input("then on (test examples per task)", 20, 2000, DEFAULTS["merge"]["limit"], 20,
+                        key="eval_limit", help="Computed right after the quick estimate (interrupted by a new move)")
+bf16 = c3.toggle("bf16 (fast)", value=bf16_is_native(zoo.device), key="merge_bf16",
+                 help="bfloat16 matmuls, on by default only where the CPU/GPU has them natively; off: fp32, the "
+                      "precision of the CLI's tables.")
 rho = current_rho(tasks)
-key = (zoo.name, method, tuple(tasks), int(batch_size), int(st.session_state.get("seed", 0)), bf16)
-runs = st.session_state.setdefault("merge_runs", {})
-partial = st.session_state.setdefault("merge_partial", {})
+rho_key = tuple(round(r, 6) for r in rho)
+seed = int(st.session_state.get("seed", 0))
+base_key = (zoo.name, method, tuple(tasks), seed)
+adapters = zoo.adapters.subset(tasks)
+store = st.session_state.setdefault("merge_store", {})  # per (base_key, ρ): φ and how it was obtained
 
 
-def _result(run):
-    """(MergeResult, accuracies) of a stored run, evaluated once per run and evaluation setting."""
-    if run.get("acc_key") != (limit, bf16):
-        run["merge"] = merge_from_phi(get_param(zoo.name, method, tuple(tasks)), run["phi"],
-                                      zoo.adapters.subset(tasks), method, params={"rho": run["rho"]})
-        run["acc"] = evaluate(zoo, run["merge"], tasks=tasks, limit=int(limit), bf16=bf16)
-        run["acc_key"] = (limit, bf16)
-    return run["merge"], run["acc"]
+def preference_phi():
+    """φ at the current ρ: refined (if the user refined this ρ) or the preference model's φ(ρ)."""
+    model, path = preference_model(zoo.name, method, tuple(tasks))
+    entry = store.get((base_key, rho_key))
+    with st.expander("Refine at this ρ (optional per-ρ optimization from φ(ρ))"):
+        r1, r2 = st.columns(2)
+        steps = r1.number_input("refine steps", 1, 500, 20, 5, key="refine_steps")
+        go = r2.button("Refine", key="refine", help="Optimize φ at this ρ, starting from the model's φ(ρ)")
+        if go:
+            cfg = {**model.meta["settings"], "refine_steps": int(steps), "bf16": bf16}
+            bar = st.progress(0.0, text="refining φ at this ρ...")
+            start = time.perf_counter()
+            with optimization_lock():
+                _, record = run_method(zoo, method, cfg, rho=rho, tasks=tasks,
+                                       param=get_param(zoo.name, spec.preference_of, tuple(tasks)),
+                                       progress=lambda s, t, r: bar.progress(s / t, text=f"step {s}/{t} · "
+                                                                                          f"objective {r['loss']:.4f}"))
+            bar.empty()
+            entry = store[(base_key, rho_key)] = {"phi": record.phi, "how": f"φ(ρ) + {record.steps_run} refine "
+                                                  f"steps in {time.perf_counter() - start:.1f} s"}
+        if entry:
+            st.caption(f"This ρ is refined ({entry['how']}). Move a slider to return to the model's φ(ρ).")
+    if entry:
+        return entry["phi"], entry["how"], entry["how"]
+    start = time.perf_counter()
+    phi = model.phi(rho)
+    how = (f"φ(ρ) from the preference model ({model.meta.get('steps_run', '?')} fit steps, "
+           f"{'shipped' if path and zoo.folder in path.parents else 'cached'}) in {1000 * (time.perf_counter() - start):.0f} ms")
+    return phi, how, "model"
 
 
-@st.fragment
-def optimize_panel():
-    run = runs.get(key)
-    stop = st.button("Stop", key="stop_merge", help="Stop optimizing and keep the best φ so far")
-    if stop and key in partial and partial[key]["rho"] == rho:
-        p = partial.pop(key)
-        runs[key] = {"rho": rho, "phi": p["phi"], "steps": p["step"], "stopped": True, "seconds": p["seconds"]}
-        run = runs[key]
-    elif spec.data_driven and (run is None or run["rho"] != rho):
-        warm = run["phi"] if run is not None else None
+def optimized_phi():
+    """Per-ρ TARA/AdaMerging: cold start once, then warm steps from the previous ρ's φ."""
+    c4, c5, c6 = st.columns(3)
+    cold_steps = c4.number_input("steps (first run)", 1, 1000, 60, 10, key="cold_steps",
+                                 help="AdamW steps from φ = 0.4 (TA) when nothing is cached yet")
+    warm_steps = c5.number_input("steps (after a ρ move)", 1, 500, 3, 1, key="warm_steps",
+                                 help="AdamW steps from the previous φ")
+    batch_size = c6.number_input("batch per task", 1, 64, 8, 1, key="merge_batch")
+    entry = store.get((base_key, rho_key))
+    if entry is None:
+        last = store.get((base_key, "last"))
+        warm = last["phi"] if last is not None else None
         steps = int(warm_steps if warm is not None else cold_steps)
         bar = st.progress(0.0, text=f"{'warm' if warm is not None else 'cold'} start: optimizing φ...")
         start = time.perf_counter()
-
-        def on_progress(step, total, record):
-            bar.progress(step / total, text=f"step {step}/{total} · objective {record['loss']:.4f}")
-
-        def on_best(phi, step):
-            partial[key] = {"rho": rho, "phi": phi, "step": step, "seconds": time.perf_counter() - start}
-
         with optimization_lock():
-            _, record = run_method(zoo, method, {"steps": steps, "batch_size": int(batch_size),
-                                                 "seed": int(st.session_state.get("seed", 0)), "bf16": bf16},
-                                   rho=rho, tasks=tasks, warm_start=warm,
-                                   param=get_param(zoo.name, method, tuple(tasks)), progress=on_progress,
-                                   on_best=on_best)
-        partial.pop(key, None)
-        runs[key] = {"rho": rho, "phi": record.phi, "steps": record.steps_run, "stopped": False,
-                     "seconds": time.perf_counter() - start, "warm": warm is not None}
+            _, record = run_method(zoo, method, {"steps": steps, "batch_size": int(batch_size), "seed": seed,
+                                                 "bf16": bf16}, rho=rho, tasks=tasks, warm_start=warm,
+                                   param=get_param(zoo.name, method, tuple(tasks)),
+                                   progress=lambda s, t, r: bar.progress(s / t, text=f"step {s}/{t} · objective "
+                                                                                      f"{r['loss']:.4f}"))
         bar.empty()
-        run = runs[key]
-    show_results(run)
+        entry = {"phi": record.phi, "how": f"{record.steps_run} {'warm' if warm is not None else 'cold'} steps in "
+                                           f"{time.perf_counter() - start:.1f} s"}
+        store[(base_key, rho_key)] = store[(base_key, "last")] = entry
+    return entry["phi"], entry["how"], entry["how"]
 
 
-def show_results(run):
-    names = [zoo.task_names[i] for i in tasks]
-    individual = {t.name: t.individual_accuracy for t in zoo.manifest.tasks}
-    ta = cached_eval_limited(zoo.name, "ta", tuple(tasks), int(limit), bf16)
-    if spec.data_driven:
-        merged, acc = _result(run)
-        how = (f"stopped at step {run['steps']}" if run.get("stopped")
-               else f"{run['steps']} {'warm' if run.get('warm') else 'cold'} steps")
-        st.caption(f"φ for ρ = ({', '.join(f'{r:.2f}' for r in run['rho'])}): {how} in {run['seconds']:.1f} s")
-    else:
-        merged, acc = None, cached_eval_limited(zoo.name, method, tuple(tasks), int(limit), bf16)
-        st.caption(f"{method} is data-free: ρ does not change it.")
-    norm = [100 * acc[n] / individual[n] for n in names]
-    norm_ta = [100 * ta[n] / individual[n] for n in names]
-    m1, m2 = st.columns(2)
-    m1.metric("average normalized accuracy", f"{sum(norm) / len(norm):.1f} %",
-              delta=f"{sum(norm) / len(norm) - sum(norm_ta) / len(norm_ta):+.1f} vs TA")
-    m2.metric("ρ-weighted normalized accuracy", f"{sum(r * v for r, v in zip(rho, norm)):.1f} %")
-    rows = [{"task": n, "model": label, "accuracy (%)": a[n]}
-            for n in names for label, a in ((method, acc), ("individual adapter", individual), ("TA (λ=0.4)", ta))]
-    fig = px.bar(pd.DataFrame(rows), x="task", y="accuracy (%)", color="model", barmode="group",
-                 color_discrete_sequence=PALETTE, hover_data={"accuracy (%)": ":.1f"})
-    fig.update_layout(yaxis_title="test accuracy (%)", xaxis_title="task", legend_title="model", height=380)
-    st.plotly_chart(fig, width="stretch", key="acc_bars")
-    if merged is not None:
-        phi_heatmap(run["phi"])
-        download(merged)
+def evaluations(merged, n: int) -> dict:
+    """Accuracy of the current merge on the first n test examples per task (memoized per ρ and φ source)."""
+    memo = st.session_state.setdefault("merge_acc", {})
+    key = (base_key, rho_key, source, n, bf16)
+    if key not in memo:
+        memo[key] = evaluate(zoo, merged, tasks=tasks, limit=n, bf16=bf16)
+    return memo[key]
 
 
-def phi_heatmap(phi):
+def draw(acc: dict, n: int, final: bool, box) -> None:
+    individual = cached_individual(zoo.name, tuple(tasks), n, bf16)
+    ta = cached_eval(zoo.name, "ta", (), tuple(tasks), n, bf16)["accuracy"]
+    norm = [100 * acc[t] / individual[t] for t in names]
+    norm_ta = [100 * ta[t] / individual[t] for t in names]
+    with box.container():
+        m1, m2 = st.columns(2)
+        m1.metric("average normalized accuracy", f"{sum(norm) / len(norm):.1f} %",
+                  delta=f"{sum(norm) / len(norm) - sum(norm_ta) / len(norm_ta):+.1f} vs TA",
+                  help="Mean over tasks of 100 · merged accuracy / the task's own adapter's accuracy, both on the "
+                       "same test examples")
+        m2.metric("ρ-weighted normalized accuracy", f"{sum(r * v for r, v in zip(rho, norm)):.1f} %")
+        st.caption(f"On the first {n} test examples per task" + ("" if final else f" — computing on {limit}…"))
+        rows = [{"task": t, "model": label, "normalized accuracy (%)": 100 * a[t] / individual[t], "accuracy (%)": a[t]}
+                for t in names for label, a in ((method, acc), ("TA (λ=0.4)", ta))]
+        fig = px.bar(pd.DataFrame(rows), x="task", y="normalized accuracy (%)", color="model", barmode="group",
+                     color_discrete_sequence=PALETTE, hover_data={"accuracy (%)": ":.1f",
+                                                                  "normalized accuracy (%)": ":.1f"})
+        fig.add_hline(y=100, line_dash="dot", annotation_text="its own adapter")
+        fig.update_layout(height=360, legend_title="model", xaxis_title="task")
+        st.plotly_chart(fig, width="stretch", key=f"acc_bars_{'final' if final else 'quick'}")
+
+
+def phi_panel(phi, param) -> None:
+    st.subheader("How much of each adapter is in the merge")
+    share = {}
+    for m, p in param.modules.items():
+        g = param.gate(phi, m).detach().cpu()
+        for i, t in enumerate(names):
+            sel = p.task_of_row.cpu() == i
+            if sel.any():
+                share.setdefault(t, []).append(float(g[sel].mean()))
+    st.caption("Mean φ over each adapter's directions and modules (0.4 = Task Arithmetic, 1 = the adapter at full "
+               "strength, 0 = left out).")
+    fig = px.bar(pd.DataFrame({"task": list(share), "mean φ": [sum(v) / len(v) for v in share.values()]}),
+                 x="task", y="mean φ", color_discrete_sequence=PALETTE)
+    fig.update_layout(height=260, yaxis_range=[min(0, *[min(v) for v in share.values()]) - 0.05, None])
+    st.plotly_chart(fig, width="stretch", key="phi_share")
     st.subheader("φ per layer and direction")
-    st.caption("Each cell is one learned weight φ (0.4 = Task Arithmetic). Rows: layers; columns: the LoRA "
-               "directions of that module (TARA-B: task blocks of shared singular directions).")
     by_type = {}
     for module, values in phi.items():
         layer, mtype = split_module_name(module)
-        by_type.setdefault(mtype, {})[layer] = values.detach().flatten().numpy()
-    if not by_type or "task" in phi:
-        st.write(pd.DataFrame({"task": [zoo.task_names[i] for i in tasks], "λ": phi["task"].tolist()}))
+        by_type.setdefault(mtype, {})[layer] = values.detach().flatten().cpu().numpy()
+    if "task" in phi:
+        st.write(pd.DataFrame({"task": names, "λ": phi["task"].tolist()}))
         return
     mtype = st.selectbox("module type", sorted(by_type), key="phi_module")
     layers = sorted(by_type[mtype])
     fig = px.imshow([by_type[mtype][lay] for lay in layers], y=[str(lay) for lay in layers], aspect="auto",
                     color_continuous_scale="RdBu_r", color_continuous_midpoint=0.4,
                     labels={"x": "direction", "y": "layer", "color": "φ"})
-    fig.update_layout(height=320)
+    fig.update_layout(height=300)
     st.plotly_chart(fig, width="stretch", key="phi_map")
 
 
-def download(merged):
+def download(merged) -> None:
+    token = (base_key, rho_key, source)
     if st.button("Prepare the merged adapter for download", key="prep_download"):
         from tara_core.export import export
 
         with tempfile.TemporaryDirectory() as tmp, st.spinner("Exporting a PEFT adapter..."):
             out = Path(tmp) / "merged"
-            export(merged, zoo.adapters.subset(tasks), out)
+            export(merged, adapters, out)
             buf = io.BytesIO()
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
                 for f in sorted(out.rglob("*")):
                     if f.is_file():
                         zf.write(f, f.relative_to(out))
-        st.session_state["download_zip"] = buf.getvalue()
-    if st.session_state.get("download_zip"):
-        st.download_button("Download merged adapter (.zip)", st.session_state["download_zip"],
-                           file_name=f"{zoo.name}-{method}.zip", mime="application/zip", key="download")
+        st.session_state["download_zip"] = (token, buf.getvalue())
+    ready = st.session_state.get("download_zip")
+    if ready and ready[0] == token:  # never serve another ρ's merge
+        st.download_button("Download merged adapter (.zip)", ready[1], file_name=f"{zoo.name}-{method}.zip",
+                            mime="application/zip", key="download")
 
 
-optimize_panel()
+if spec.data_driven:
+    phi, how, source = preference_phi() if spec.preference_of else optimized_phi()
+    variant = spec.preference_of or method
+    param = get_param(zoo.name, variant, tuple(tasks))
+    merged = merge_from_phi(param, phi, adapters, method, params={"rho": rho})
+    st.session_state["current_merge"] = {"zoo": zoo.name, "method": method, "tasks": tuple(tasks), "merge": merged}
+    st.caption(f"φ for ρ = ({', '.join(f'{r:.2f}' for r in rho)}): {how}")
+    box = st.empty()
+    quick = int(min(preview, limit))
+    draw(evaluations(merged, quick), quick, quick >= limit, box)
+    if quick < limit:
+        draw(evaluations(merged, int(limit)), int(limit), True, box)
+    phi_panel(phi, param)
+    download(merged)
+else:
+    st.caption(f"{method} is data-free: ρ does not change it.")
+    acc = cached_eval(zoo.name, method, (), tuple(tasks), int(limit), bf16)["accuracy"]
+    draw(acc, int(limit), True, st.empty())

@@ -3,7 +3,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from studio import PALETTE, cached_eval, get_zoo, selection, zoo_names
+from studio import PALETTE, cached_eval, cached_osrm_report, get_zoo, selection, zoo_names
+from tara_core.firstview import DEFAULTS, osrm_configs
 
 zoo, tasks = selection()
 st.title("OSRM: orthogonal-subspace initialization")
@@ -27,11 +28,12 @@ st.subheader("Individual adapters")
 st.dataframe(ind, hide_index=True, width="stretch")
 
 st.subheader("Merged: average normalized accuracy")
-lambdas = st.multiselect("TA λ grid", [0.2, 0.4, 0.6, 0.8, 1.0], default=[0.2, 0.4, 0.6, 1.0], key="osrm_lambdas")
+lambdas = st.multiselect("TA λ grid", [0.2, 0.4, 0.6, 0.8, 1.0], default=list(DEFAULTS["osrm"]["lambdas"]),
+                         key="osrm_lambdas")
 rows = []
 bar = st.progress(0.0, text="Merging and evaluating...")
-configs = [("ta", (("lambda", lam),), f"TA λ={lam}") for lam in lambdas] + [
-    ("ties", (), "TIES"), ("knots-ties", (), "KnOTS-TIES")]
+configs = [(m, tuple((p or {}).items()), label) for m, p, label in osrm_configs() if m != "ta"]
+configs = [("ta", (("lambda", lam),), f"TA λ={lam}") for lam in lambdas] + configs
 for k, (method, params, label) in enumerate(configs):
     for variant, z in (("standard", std), ("OSRM", osrm)):
         acc = cached_eval(z.name, method, params, tuple(tasks))["accuracy"]
@@ -46,17 +48,10 @@ fig.update_layout(yaxis_title="average normalized accuracy (%)", xaxis_title="me
 st.plotly_chart(fig, width="stretch", key="osrm_bars")
 
 
-@st.cache_data(show_spinner="Measuring interference from the val inputs' second moments...")
-def report(base: str):
-    from tara_core.recipes.osrm import interference_report
-
-    return interference_report(base, f"{base}-osrm", samples=32)
-
-
 st.subheader("Interference per module")
 st.caption("Input interference ‖A_t H_jᵀ‖ / (‖A_t‖ ‖H_j‖): how much of task j's inputs adapter t's A picks up "
            "(mean over ordered task pairs), at initialization and after fine-tuning.")
-rep = report(base_name)
+rep = cached_osrm_report(base_name, DEFAULTS["osrm"]["samples"])
 summary = (rep.groupby(["adapters", "stage", "layer", "module"])["input_interference"].mean().reset_index())
 summary["variant"] = summary.adapters + " · " + summary.stage
 fig2 = px.line(summary.sort_values("layer"), x="layer", y="input_interference", color="variant", line_dash="module",

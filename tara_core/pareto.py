@@ -7,6 +7,10 @@ For a pair of tasks (a, b) every method sweeps one knob over ``points`` values t
 * data-driven methods (AdaMerging, TARA-A, TARA-B) — the preference ρ = (t, 1 − t). Neighbouring grid points
   warm-start from each other: the first point runs ``steps`` AdamW steps from φ = φ_init, every later one
   ``warm_steps`` from the previous φ (a slider moving along the simplex).
+* preference models (``tara-a-pareto``, ``tara-b-pareto``) — no optimization per point: φ(ρ) of the model
+  fitted on the ``context`` tasks (default: all of the zoo's), read on the edge of its simplex, ρ = t on task
+  a, 1 − t on task b and 0 on the others (all the context's adapters stay in the merge; the model decides
+  how much of the zero-ρ ones to keep).
 
 Each method's sweep is one independent chain, so chains run sequentially (``backend="local"``), in a local
 process pool (``"process"``, the default) or as Ray tasks (``"ray"``, for users with a cluster); every chain
@@ -55,10 +59,11 @@ def _open(zoo_ref):
 
 def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], params: dict | None = None,
                  steps: int = 100, warm_steps: int = 30, limit: int | None = None,
-                 threads: int | None = None, warm_start: bool = True, bf16: bool = False) -> list[dict]:
+                 threads: int | None = None, warm_start: bool = True, bf16: bool = False,
+                 context: Sequence[int] | None = None) -> list[dict]:
     """One method's sweep over ``ts`` (a warm-started chain for data-driven methods, unless ``warm_start``
     is False: then every point runs ``steps`` from φ_init); ``bf16``: optimize and evaluate under bf16
-    autocast (:mod:`tara_core.precision`)."""
+    autocast (:mod:`tara_core.precision`); ``context``: the task set of a preference model's simplex."""
     import torch
 
     from .evaluate import evaluate
@@ -72,7 +77,12 @@ def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], 
     rows, phi, param = [], None, None
     for k, t in enumerate(ts):
         start = time.perf_counter()
-        if spec.data_driven:
+        if spec.preference_of:
+            ctx = list(range(len(zoo.task_names))) if context is None else list(context)
+            rho = [t if i == tasks[0] else (1.0 - t if i == tasks[1] else 0.0) for i in ctx]
+            result, record = run_method(zoo, method, params, rho=rho, tasks=ctx, param=param)
+            param = record.param
+        elif spec.data_driven:
             p = {**(params or {}), "steps": steps if phi is None else warm_steps, "bf16": bf16}
             result, record = run_method(zoo, method, p, rho=[t, 1.0 - t], tasks=list(tasks), warm_start=phi, param=param)
             phi, param = (record.phi if warm_start else None), record.param
@@ -133,8 +143,10 @@ def _run_chains(jobs: list[dict], backend: str, workers: int | None) -> list[lis
 def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "ties", "knots-ties",
                  "adamerging-layer", "tara-a", "tara-b"), points: int = 11, params: dict[str, dict] | None = None,
                  steps: int = 100, warm_steps: int = 30, limit: int | None = None, backend: str = "process",
-                 workers: int | None = None, warm_start: bool = True, bf16: bool = False) -> pd.DataFrame:
+                 workers: int | None = None, warm_start: bool = True, bf16: bool = False,
+                 context: Sequence[int] | None = None) -> pd.DataFrame:
     """The two-task front of every method plus the individual adapters (method ``individual:<task>``).
+    ``context``: the tasks whose preference model ``*-pareto`` methods read (default all; must hold the pair).
 
     ``bf16`` runs every chain and evaluation under bf16 autocast (fp32 by default).
 
@@ -150,8 +162,11 @@ def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "t
     zoo_obj = _open(zoo)
     ref = str(zoo_obj.folder) if backend != "local" else zoo_obj
     ts = grid(points)
+    if context is not None and not set(tasks) <= set(context):
+        raise ValueError(f"the pair {tuple(tasks)} is not inside the context tasks {list(context)}")
     jobs = [dict(zoo_ref=ref, tasks=tuple(tasks), method=m, ts=ts, params=(params or {}).get(m), steps=steps,
-                 warm_steps=warm_steps, limit=limit, warm_start=warm_start, bf16=bf16) for m in methods]
+                 warm_steps=warm_steps, limit=limit, warm_start=warm_start, bf16=bf16,
+                 context=None if context is None else list(context)) for m in methods]
     rows = [r for chain in _run_chains(jobs, backend, workers) for r in chain]
     names = [zoo_obj.task_names[i] for i in tasks]
     for i in tasks:

@@ -68,15 +68,21 @@ class PreferenceError(MergeError):
     """A preference model file that is corrupt, tampered with, or fitted on something else."""
 
 
+FEATURES = ("linear", "quadratic", "rational")
+
+
 def features(rho: torch.Tensor, kind: str) -> torch.Tensor:
-    """ψ(ρ) (q): N ρ − 1, and for ``quadratic`` also its squares; 0 at uniform ρ."""
+    """ψ(ρ) (q), 0 at uniform ρ: x = N ρ − 1 (``linear``), with x² (``quadratic``) or with the bounded,
+    increasing x / (x + 2) = (Nρ − 1)/(Nρ + 1) ∈ [−1, (N−1)/(N+1)] (``rational``)."""
     n = rho.numel()
     centred = n * rho - 1.0
     if kind == "linear":
         return centred
     if kind == "quadratic":
         return torch.cat([centred, centred ** 2])
-    raise PreferenceError(f"unknown features {kind!r}; use 'linear' or 'quadratic'")
+    if kind == "rational":
+        return torch.cat([centred, centred / (centred + 2.0)])
+    raise PreferenceError(f"unknown features {kind!r}; use one of {FEATURES}")
 
 
 def sample_rho(rng: np.random.Generator, n: int, concentration: float = 1.0, face_prob: float = 0.0) -> np.ndarray:
@@ -135,6 +141,8 @@ class PreferenceModel:
         """The untrained model: Task Arithmetic with task weights N ρ_t (see the module docstring)."""
         n = len(task_names)
         q = n if feature_kind == "linear" else 2 * n
+        if feature_kind not in FEATURES:
+            raise PreferenceError(f"unknown features {feature_kind!r}; use one of {FEATURES}")
         base, owner, low = {}, {}, {}
         for key, shape in param.shapes.items():
             base[key] = torch.full(shape, float(phi_init))
@@ -298,7 +306,8 @@ def load_model(path: str | Path, expect: dict | None = None) -> PreferenceModel:
         if set(check) != {k[6:] for k in tensors if k.startswith("check.")}:
             raise PreferenceError(f"preference model {st_path.name} covers other modules than these adapters")
         for m, s in check.items():
-            if not torch.allclose(tensors[f"check.{m}"], s, rtol=1e-3, atol=1e-6):
+            stored = tensors[f"check.{m}"]
+            if stored.shape != s.shape or not torch.allclose(stored, s.to(stored.dtype), rtol=1e-3, atol=1e-6):
                 raise PreferenceError(f"preference model {st_path.name} was fitted on other adapters "
                                       f"(module {m} differs)")
     teachers = [tensors[f"teacher.{i}"] for i in range(n) if f"teacher.{i}" in tensors] or None

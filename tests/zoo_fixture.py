@@ -52,7 +52,9 @@ def finetune_lora(*args, **kwargs):
     return real(*args, **kwargs)
 
 
-def build_tiny_zoo(root: Path, n_tasks: int = 3, n_val: int = 8, n_test: int = 20) -> Path:
+def build_tiny_zoo(root: Path, n_tasks: int = 3, n_val: int = 8, n_test: int = 20, lora_scale: float = 0.3,
+                   logit_scale: float = 5.0) -> Path:
+    """``lora_scale``: std of the random LoRA factors (larger: adapters that change predictions more)."""
     from peft import LoraConfig, get_peft_model
     from transformers import BertConfig, BertModel
 
@@ -78,7 +80,7 @@ def build_tiny_zoo(root: Path, n_tasks: int = 3, n_val: int = 8, n_test: int = 2
         with torch.no_grad():
             for pname, p in peft_model.named_parameters():
                 if "lora_" in pname:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+                    p.copy_(torch.randn(p.shape, generator=g) * lora_scale)
         peft_model.save_pretrained(folder / "adapters" / name)
         val, test = sentences(100 + t, n_val), sentences(200 + t, n_test)
         payload = {"val": val, "test": {"inputs": test, "labels": [0] * n_test}}
@@ -90,7 +92,7 @@ def build_tiny_zoo(root: Path, n_tasks: int = 3, n_val: int = 8, n_test: int = 2
     save_file(heads, str(folder / "heads.safetensors"))
     manifest = {"name": "tiny-text", "description": "test zoo", "kind": "text-encoder",
                 "base": {"source": "zoo", "path": "base"}, "backbone": {"type": "hf-encoder", "max_length": 16},
-                "lora": {"r": 2}, "logit_scale": 5.0, "tasks": tasks,
+                "lora": {"r": 2}, "logit_scale": logit_scale, "tasks": tasks,
                 "build": {"recipe": "zoo_fixture", "config": TINY_RECIPE}}
     # hand-checked labels for task 0: base predictions on the first half, a wrong class on the second half;
     # other tasks: their own adapter's predictions on the first 3/4 (so merging has something to lose)

@@ -49,9 +49,9 @@ class PreferenceConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the profiles")
     batch_size: int = Field(16, ge=1, description="unlabeled examples per task per step")
     phi_init: float = Field(0.4, ge=-10, le=10, description="φ at uniform ρ before fitting (TA, λ = 0.4)")
-    features: Literal["linear", "quadratic"] = Field(
-        "quadratic", description="ψ(ρ): N ρ − 1 (linear), or with its squares (quadratic)")
-    rank: int = Field(4, ge=0, le=64, description="rank of the ρ-dependent part of the profile (0: per-task "
+    features: Literal["linear", "quadratic", "rational"] = Field(
+        "linear", description="ψ(ρ): x = N ρ − 1 (linear), with x² (quadratic) or with x/(x+2) (rational)")
+    rank: int = Field(0, ge=0, le=64, description="rank of the ρ-dependent part of the profile (0: per-task "
                                                  "scales only)")
     low_rank_lr: float = Field(0.1, ge=0, le=10, description="learning rate of the low-rank part, relative to lr")
     loss: Literal["entropy", "kl"] = Field("kl", description="per-task loss (see tara-b's 'loss')")

@@ -13,7 +13,10 @@ from pathlib import Path
 
 from ..export import atomic_dir
 
-__all__ = ["RECIPES", "build_zoo", "canonicalize_adapter_configs", "finalize_manifest", "measure_tasks", "hash_files"]
+__all__ = ["RECIPES", "build_zoo", "canonicalize_adapter_configs", "finalize_manifest", "measure_tasks", "hash_files",
+           "precompute_zoo", "PREFERENCE_VARIANTS"]
+
+PREFERENCE_VARIANTS = ("tara-b", "tara-a")
 
 
 def _demo_text(out, log, **kw):
@@ -100,3 +103,51 @@ def build_zoo(name: str, out_root: Path, overwrite: bool = False, log=print, **o
         manifest["build"]["total_seconds"] = round(time.perf_counter() - start, 1)
         (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return target
+
+
+def precompute_zoo(folder: Path, log=print, variants=PREFERENCE_VARIANTS, refit: bool = False) -> list[str]:
+    """The last step of a zoo build: fit the preference models of its full task set (``preference/``, default
+    settings; kept when already fitted on these exact files unless ``refit``), compute every dashboard page's
+    first view (``results/``, :func:`tara_core.firstview.precompute`) and re-hash the files into zoo.json
+    (written atomically). A zoo ``X`` with an ``X-osrm`` twin beside it also gets the OSRM page's report."""
+    import shutil
+
+    from ..export import atomic_file_write
+    from ..firstview import precompute
+    from ..methods.learned import PreferenceConfig
+    from ..optimize import MergeData
+    from ..preference import PreferenceError, fit_preference_model, load_model, save_model, shipped_path, zoo_fingerprint
+    from ..zoo import open_zoo
+
+    from ..zoo import ZooError
+
+    folder = Path(folder)
+    zoo = open_zoo(folder, check_hashes=False)
+    bad = [f for f in zoo.verify_hashes() if not f.startswith(("preference/", "results/"))]
+    if bad:  # the inputs must be intact before anything is derived from them (derived files are redone)
+        raise ZooError(f"zoo {zoo.name}: files changed or missing since it was built: {', '.join(bad[:5])}")
+    fingerprint = zoo_fingerprint(zoo)
+    for variant in variants:
+        path = shipped_path(zoo, variant)
+        if not refit and path.with_suffix(".json").is_file():
+            try:
+                load_model(path, {"fingerprint": fingerprint, "settings": PreferenceConfig().fit_fields()})
+                log(f"{zoo.name}: the {variant} preference model is up to date")
+                continue
+            except PreferenceError as exc:
+                log(f"{zoo.name}: refitting the {variant} preference model ({exc})")
+        start = time.perf_counter()
+        model = fit_preference_model(
+            MergeData.from_zoo(zoo), zoo.adapters, variant, PreferenceConfig(),
+            progress=lambda s, t, r: log(f"{zoo.name} {variant} preference model: step {s}/{t}, loss {r['loss']:.4f}")
+            if s % 50 == 0 or s == t else None)
+        save_model(model, path, fingerprint=fingerprint, zoo=zoo.name)
+        log(f"{zoo.name}: fitted the {variant} preference model in {time.perf_counter() - start:.0f} s")
+    shutil.rmtree(folder / "results", ignore_errors=True)
+    twin_dir = folder.parent / f"{zoo.name}-osrm"
+    twin = open_zoo(twin_dir) if (twin_dir / "zoo.json").is_file() else None
+    written = precompute(zoo, log, osrm_pair=zoo.name.endswith("-osrm") or twin is not None, osrm_twin=twin)
+    manifest = json.loads((folder / "zoo.json").read_text())
+    manifest["files"] = hash_files(folder)
+    atomic_file_write(folder / "zoo.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    return written

@@ -1,0 +1,32 @@
+"""``python -m tara_core``: the command-line front end (thin: parse, call the library, print).
+
+One module per group of subcommands (``merging``, ``evaluation``, ``diagnosis``, ``zoos``); the library is
+imported inside the handlers. Every error a user can cause (bad adapters, unknown methods or parameters,
+existing output folders) is reported as one line on stderr with exit status 2; progress goes to stderr,
+results to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import diagnosis, evaluation, merging, zoos
+from .common import UsageError, console
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tara_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (merging, evaluation, diagnosis, zoos):
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as exc:  # every library error type derives from ValueError
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2

@@ -1,0 +1,35 @@
+"""``diagnose``: effective-rank stacks, κ (RAW/ORTH) and ξ per layer and module (TARA.md §2–4)."""
+from __future__ import annotations
+
+from .common import UsageError, console, parse_rho, print_frame, task_indices, write_table
+
+
+def cmd_diagnose(args) -> int:
+    from ..diagnostics import WHAT, diagnose, summarize
+    from ..zoo import open_zoo
+
+    zoo = open_zoo(args.zoo, device=args.device)
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    if set(what) - set(WHAT):
+        raise UsageError(f"--what takes {', '.join(WHAT)}, got {args.what!r}")
+    tasks = task_indices(zoo, args.tasks)
+    with console.status(f"diagnosing {zoo.name} ({', '.join(what)})"):
+        df = diagnose(zoo, what, tasks=tasks, batch_size=args.batch_size, rho=parse_rho(args.rho),
+                      normalize=args.normalize)
+    print_frame(summarize(df), f"{zoo.name}: diagnostics per module type (over layers)")
+    write_table(df, args.json, args.csv)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("diagnose", help="effective-rank stacks, κ (RAW/ORTH) and ξ per layer and module")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--what", default="erank,kappa,xi", help="comma-separated: erank, kappa, xi")
+    p.add_argument("--tasks", help="comma-separated task subset (default: all)")
+    p.add_argument("--rho", help="also report κ(ρ) = κ(diag(ρ) J) for this preference")
+    p.add_argument("--batch-size", type=int, default=16, help="unlabeled inputs per task for ΔX and J")
+    p.add_argument("--normalize", action="store_true", help="unit-norm atoms before stacking (erank)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write tidy rows {quantity, layer, module, value, ...}")
+    p.add_argument("--csv", help="write the same rows as CSV")
+    p.set_defaults(func=cmd_diagnose)

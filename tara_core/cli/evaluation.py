@@ -1,0 +1,171 @@
+"""``eval``, ``steer``, ``pareto``, ``sensitivity``: how merges score, and how they follow the preference ρ."""
+from __future__ import annotations
+
+import time
+
+from .common import (UsageError, console, method_list, method_params, out, parse_rho, print_frame, run_learned,
+                     task_indices, write_frame_to, write_json)
+
+
+def cmd_eval(args) -> int:
+    from rich.table import Table
+
+    from ..evaluate import eval_rows, evaluate, individual_accuracies
+    from ..methods import get_method, merge
+    from ..zoo import open_zoo
+
+    zoo = open_zoo(args.zoo, device=args.device)
+    methods = method_list(args.methods)
+    per = method_params(args.param, methods)
+    for m in methods:
+        get_method(m).resolve(per[m])
+    rho = parse_rho(args.rho)
+    if rho is not None and not any(get_method(m).data_driven for m in methods):
+        raise UsageError("--rho only applies to data-driven methods (tara-*, adamerging-*)")
+    individual = individual_accuracies(zoo, limit=args.limit, bf16=args.bf16)
+    rows = []
+    for m in methods:
+        start = time.perf_counter()
+        if get_method(m).data_driven:
+            result, _ = run_learned(zoo, m, per[m], rho)
+        else:
+            result = merge(zoo.adapters, m, **per[m])
+        merge_s = time.perf_counter() - start
+        with console.status(f"{m}: evaluating on {len(zoo.task_names)} tasks"):
+            acc = evaluate(zoo, result, limit=args.limit, bf16=args.bf16)
+        total_s = time.perf_counter() - start
+        method_rows = eval_rows(m, acc, individual)
+        for r in method_rows:
+            r.update(merge_seconds=round(merge_s, 3), seconds=round(total_s, 2))
+        rows += method_rows
+        console.print(f"{m}: average normalized accuracy {method_rows[-1]['normalized_accuracy']:.1f}% ({total_s:.1f} s)")
+    subset = "" if args.limit is None else f", first {args.limit} test examples per task"
+    table = Table(title=f"{zoo.name}: normalized accuracy (%) = 100 · merged / individual{subset}")
+    table.add_column("method")
+    for t in [*zoo.task_names, "average"]:
+        table.add_column(t, justify="right")
+    table.add_column("s", justify="right")
+    for m in methods:
+        mr = {r["task"]: r for r in rows if r["method"] == m}
+        table.add_row(m, *[f"{mr[t]['normalized_accuracy']:.1f}" for t in [*zoo.task_names, "average"]],
+                      f"{mr['average']['seconds']:.1f}")
+    out.print(table)
+    write_json(args.json, rows)
+    return 0
+
+
+def cmd_steer(args) -> int:
+    from ..pareto import steering, steering_summary
+    from ..zoo import open_zoo
+
+    zoo = open_zoo(args.zoo, device=args.device)
+    methods = method_list(args.methods)
+    per = method_params(args.param, methods)
+    if not 0 < args.emphasis < 1:
+        raise UsageError(f"--emphasis must be in (0, 1), got {args.emphasis}")
+    import pandas as pd
+
+    frames = []
+    with console.status("measuring steering") as status:
+        for m in methods:
+            frames.append(steering(zoo, m, per[m], emphasis=args.emphasis, limit=args.limit, bf16=args.bf16,
+                                   progress=status.update))
+    rows = pd.concat(frames, ignore_index=True)
+    subset = "" if args.limit is None else f", first {args.limit} test examples per task"
+    print_frame(steering_summary(rows), f"{zoo.name}: gain of each task when emphasized (ρ_k = {args.emphasis}){subset}")
+    if args.out:
+        write_frame_to(rows, args.out)
+    return 0
+
+
+def cmd_pareto(args) -> int:
+    from ..pareto import pareto_front
+    from ..zoo import open_zoo
+
+    zoo = open_zoo(args.zoo, device=args.device)
+    tasks = task_indices(zoo, args.tasks) or []
+    if len(tasks) != 2:
+        raise UsageError("--tasks takes exactly two task names, e.g. --tasks tweet_sentiment,movie_review")
+    methods = method_list(args.methods)
+    label = args.backend + (f" ({args.workers} workers)" if args.workers else "")
+    with console.status(f"{len(methods)} fronts × {args.points} points on {label}"):
+        df = pareto_front(zoo, tuple(tasks), methods, points=args.points, steps=args.steps,
+                          warm_steps=args.warm_steps, limit=args.limit, backend=args.backend, workers=args.workers,
+                          bf16=args.bf16)
+    print_frame(df[["method", "t", "acc_a", "acc_b", "on_front", "seconds"]], f"{zoo.name}: {args.tasks} front")
+    write_frame_to(df, args.out)
+    return 0
+
+
+def cmd_sensitivity(args) -> int:
+    from ..methods import get_method
+    from ..pareto import preference_sensitivity, sensitivity_summary
+    from ..zoo import open_zoo
+
+    zoo = open_zoo(args.zoo, device=args.device)
+    methods = method_list(args.methods)
+    for m in methods:
+        if not get_method(m).data_driven:
+            raise UsageError(f"{m} is data-free: ρ does not change it")
+    with console.status(f"{len(methods)} methods × {args.draws} ρ draws") as status:
+        rows = preference_sensitivity(zoo, methods, draws=args.draws, steps=args.steps, seed=args.seed,
+                                      limit=args.limit, progress=status.update, bf16=args.bf16)
+    print_frame(sensitivity_summary(rows), f"{zoo.name}: per-task accuracy over {args.draws} Dirichlet ρ draws")
+    write_frame_to(rows, args.out)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="merge a zoo's adapters with each method and report test accuracy")
+    p.add_argument("--zoo", required=True, help="zoo name or folder")
+    p.add_argument("--methods", default="ta,ties,knots-ties,tsv,iso-c",
+                   help="comma-separated method names (data-free, tara-*, adamerging-*)")
+    p.add_argument("--param", action="append", metavar="[METHOD.]KEY=VALUE",
+                   help="method parameter; KEY=VALUE applies to every method that takes KEY")
+    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--rho", help="task preference for data-driven methods, e.g. 0.2,0.8 (normalized)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true",
+                   help="evaluate under bf16 autocast (CUDA or a CPU with native bf16; default fp32); "
+                        "for learned methods also pass --param bf16=true")
+    p.add_argument("--json", help="write tidy rows {method, task, accuracy, individual_accuracy, normalized_accuracy}")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("steer", help="does ρ steer a method? each task's gain when emphasized, vs uniform ρ")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--methods", default="ta,tara-b-pareto",
+                   help="data-driven methods get ρ, data-free ones the task weights N·ρ")
+    p.add_argument("--param", action="append", metavar="[METHOD.]KEY=VALUE", help="method parameter")
+    p.add_argument("--emphasis", type=float, default=0.5, help="ρ of the emphasized task (the others share the rest)")
+    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--bf16", action="store_true", help="evaluate under bf16 autocast (default fp32)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="write the per-task rows (.json or .csv)")
+    p.set_defaults(func=cmd_steer)
+
+    p = sub.add_parser("pareto", help="two-task Pareto fronts of several methods")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--tasks", required=True, help="two task names, e.g. tweet_sentiment,movie_review")
+    p.add_argument("--points", type=int, default=11, help="grid points per method (t from 1 to 0)")
+    p.add_argument("--methods", default="ta,ties,knots-ties,adamerging-layer,tara-a,tara-b,tara-b-pareto")
+    p.add_argument("--steps", type=int, default=100, help="AdamW steps at the first (cold) point")
+    p.add_argument("--warm-steps", type=int, default=30, help="steps at every later, warm-started point")
+    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--backend", default="process", choices=("process", "local", "ray"))
+    p.add_argument("--workers", type=int, help="parallel chains (default: one per method, at most the CPUs)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="optimize and evaluate under bf16 autocast (default fp32)")
+    p.add_argument("--out", required=True, help="output file (.json or .csv)")
+    p.set_defaults(func=cmd_pareto)
+
+    p = sub.add_parser("sensitivity", help="per-task accuracy over random ρ draws (the paper's Fig. 4)")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--methods", default="adamerging-layer,tara-b")
+    p.add_argument("--draws", type=int, default=5, help="ρ ~ Dirichlet(1) draws (seeded)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the optimization (evaluation stays fp32)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="output file (.json or .csv): rows method, draw, task, rho_task, accuracy")
+    p.set_defaults(func=cmd_sensitivity)

@@ -1,0 +1,160 @@
+"""What the dashboard's pages compute, with their default settings, as disk-cached library calls.
+
+Each function is a pure function of a zoo and its arguments, stored through
+:func:`tara_core.results.cached_result`, so a page's first view on a shipped zoo reads a shipped, hash-checked
+file and later views read the cache; only what a user changes is computed. :data:`DEFAULTS` holds the
+settings the pages open with (the pages use them as their widgets' defaults), and :func:`precompute` computes
+exactly those for a zoo (``zoo precompute``, also the last step of ``zoo build``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from .results import cached_result, writing_to_zoo
+
+__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "individual", "coverage_frame", "anisotropy_frame", "front",
+           "osrm_report", "precompute", "preference_source"]
+
+DEFAULTS = {
+    "merge": {"method": "tara-b-pareto", "preview": 20, "limit": 100},
+    "pareto": {"methods": ("ta", "tara-b", "tara-b-pareto"), "points": 5, "steps": 40, "limit": 100},
+    "compare": {"methods": ("ta", "ties", "knots-ties", "tsv", "iso-c", "tara-b-pareto"), "steps": 50},
+    "coverage": {"normalize": False, "batch_size": 16},
+    "anisotropy": {"batch_size": 8},
+    "osrm": {"lambdas": (0.2, 0.4, 0.6, 1.0), "samples": 32},
+}
+
+
+def _tasks(zoo, tasks) -> list[int]:
+    return list(range(len(zoo.task_names))) if tasks is None else [int(t) for t in tasks]
+
+
+def preference_source(zoo, method: str, params: dict | None, tasks: Sequence[int]) -> str | None:
+    """The SHA-256 of the preference model a ``*-pareto`` method would use (it is part of a result's key)."""
+    from .methods import get_method
+    from .preference import preference_model_for
+
+    spec = get_method(method)
+    if not spec.preference_of:
+        return None
+    model, path = preference_model_for(zoo, spec.preference_of, list(tasks), spec.resolve(params))
+    return model.meta.get("sha256")
+
+
+def evaluation(zoo, method: str, params: dict | None = None, tasks: Sequence[int] | None = None,
+               rho: Sequence[float] | None = None, limit: int | None = None, bf16: bool = False) -> dict:
+    """Test accuracy per task of ``method`` on ``tasks`` at ``rho`` (data-driven methods) on the first
+    ``limit`` test examples, with the merge and evaluation seconds of the run that computed it."""
+    import time
+
+    from .evaluate import evaluate
+    from .run import run_method
+
+    tasks = _tasks(zoo, tasks)
+    params = dict(params or {})
+    key = {"method": method, "params": params, "tasks": tasks, "limit": limit, "bf16": bf16,
+           "rho": None if rho is None else [round(float(r), 6) for r in rho],
+           "model": preference_source(zoo, method, params, tasks)}
+
+    def compute():
+        start = time.perf_counter()
+        result, _ = run_method(zoo, method, params, rho=rho, tasks=tasks)
+        merged = time.perf_counter() - start
+        acc = evaluate(zoo, result, tasks=tasks, limit=limit, bf16=bf16)
+        return {"accuracy": acc, "merge_seconds": merged, "seconds": time.perf_counter() - start}
+
+    return cached_result(zoo, "evaluation", key, compute)
+
+
+def individual(zoo, tasks: Sequence[int] | None = None, limit: int | None = None, bf16: bool = False) -> dict:
+    """Each adapter alone on its task's first ``limit`` test examples (normalized accuracy's denominators)."""
+    from .evaluate import individual_accuracies
+
+    tasks = _tasks(zoo, tasks)
+    return cached_result(zoo, "individual", {"tasks": tasks, "limit": limit, "bf16": bf16},
+                         lambda: individual_accuracies(zoo, tasks, limit, bf16))
+
+
+def coverage_frame(zoo, tasks: Sequence[int] | None = None, normalize: bool = False, batch_size: int = 16) -> pd.DataFrame:
+    from .diagnostics import diagnose
+
+    tasks = _tasks(zoo, tasks)
+    return cached_result(zoo, "coverage", {"tasks": tasks, "normalize": normalize, "batch_size": batch_size},
+                         lambda: diagnose(zoo, ("erank",), tasks=tasks, batch_size=batch_size, normalize=normalize))
+
+
+def anisotropy_frame(zoo, tasks: Sequence[int] | None = None, rho: Sequence[float] | None = None,
+                     batch_size: int = 8) -> pd.DataFrame:
+    from .diagnostics import diagnose
+
+    tasks = _tasks(zoo, tasks)
+    rho = None if rho is None else [round(float(r), 4) for r in rho]
+    return cached_result(zoo, "anisotropy", {"tasks": tasks, "rho": rho, "batch_size": batch_size},
+                         lambda: diagnose(zoo, ("kappa", "xi"), tasks=tasks, batch_size=batch_size, rho=rho))
+
+
+def front(zoo, pair: tuple[int, int], methods: Sequence[str], points: int, steps: int, limit: int | None,
+          context: Sequence[int] | None = None, bf16: bool = False) -> pd.DataFrame:
+    """The two-task fronts of :func:`tara_core.pareto.pareto_front` (warm steps = steps // 4, at least 5);
+    preference models are read on the edge of their simplex over ``context``."""
+    from .pareto import pareto_front
+
+    context = _tasks(zoo, context)
+    models = {m: preference_source(zoo, m, None, context) for m in methods}
+    key = {"pair": list(pair), "methods": list(methods), "points": points, "steps": steps, "limit": limit,
+           "context": context, "bf16": bf16, "models": models}
+    return cached_result(zoo, "front", key, lambda: pareto_front(
+        zoo, tuple(pair), methods, points=points, steps=steps, warm_steps=max(5, steps // 4), limit=limit,
+        backend="local", bf16=bf16, context=context))
+
+
+def osrm_report(std, osrm, samples: int = 32) -> pd.DataFrame:
+    from .recipes.osrm import interference_report
+
+    from .preference import zoo_fingerprint
+
+    return cached_result(std, "osrm-interference", {"osrm": osrm.name, "osrm_fingerprint": zoo_fingerprint(osrm),
+                                                    "samples": samples},
+                         lambda: interference_report(str(std.folder), str(osrm.folder), samples=samples))
+
+
+def osrm_configs() -> list[tuple[str, dict | None, str]]:
+    """The merges the OSRM page compares on a zoo and its OSRM twin: (method, params, label)."""
+    return [("ta", {"lambda": lam}, f"TA λ={lam}") for lam in DEFAULTS["osrm"]["lambdas"]] + [
+        ("ties", None, "TIES"), ("knots-ties", None, "KnOTS-TIES")]
+
+
+def precompute(zoo, log: Callable[[str], None] = print, osrm_pair: bool = False, osrm_twin=None) -> list[str]:
+    """Compute every page's first view of ``zoo`` (full task set, :data:`DEFAULTS`) into ``<zoo>/results/``;
+    returns the files written. The shipped preference models must exist first (``zoo precompute`` fits them).
+    ``osrm_pair``: the zoo is one of a standard/OSRM pair (its OSRM-page merges are computed);
+    ``osrm_twin``: the OSRM twin of this standard zoo (the interference report is computed too)."""
+    n = len(zoo.task_names)
+    uniform = [1.0 / n] * n
+    with writing_to_zoo(zoo) as folder:
+        m = DEFAULTS["merge"]
+        for limit in (m["preview"], m["limit"]):
+            log(f"first views: individual adapters and TA on {limit} test examples per task")
+            individual(zoo, limit=limit)
+            evaluation(zoo, "ta", limit=limit)
+            evaluation(zoo, m["method"], rho=uniform, limit=limit)
+        c = DEFAULTS["compare"]
+        for method in c["methods"]:
+            log(f"first views: compare · {method}")
+            evaluation(zoo, method, {"steps": c["steps"]} if method in ("tara-a", "tara-b") else None)
+        log("first views: coverage and anisotropy")
+        coverage_frame(zoo, **DEFAULTS["coverage"])
+        anisotropy_frame(zoo, rho=uniform, **DEFAULTS["anisotropy"])
+        p = DEFAULTS["pareto"]
+        log("first views: the Pareto front of the first two tasks")
+        front(zoo, (0, 1), p["methods"], p["points"], p["steps"], p["limit"])
+        if osrm_pair or osrm_twin is not None:
+            log("first views: the OSRM page's merges")
+            for method, params, _ in osrm_configs():
+                evaluation(zoo, method, params)
+        if osrm_twin is not None:
+            log("first views: OSRM interference")
+            osrm_report(zoo, osrm_twin, DEFAULTS["osrm"]["samples"])
+    return sorted(str(p.relative_to(zoo.folder)) for p in folder.glob("*.json"))

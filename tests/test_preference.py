@@ -1,0 +1,172 @@
+"""Preference models φ(ρ): initialization = TA with task weights Nρ, the fit steers, files round-trip and refuse
+corruption or mismatch; the new objective pieces (KL to the experts, TA-normalized gaps)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tara_core.methods import merge
+from tara_core.objective import kl_to_teacher, scalarize, task_loss
+from tara_core.optimize import MergeData, expert_probabilities, task_losses
+from tara_core.preference import (PreferenceError, PreferenceModel, features, fit_preference_model, load_model,
+                                  preference_model_for, sample_rho, save_model, zoo_fingerprint)
+from tara_core.run import run_method
+from tara_core.tara import build_parameterization
+from tara_core.zoo import open_zoo
+from zoo_fixture import build_tiny_zoo
+
+FIT = {"steps": 60, "batch_size": 8, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return open_zoo(build_tiny_zoo(tmp_path_factory.mktemp("prefzoo"), n_val=32, lora_scale=1.5, logit_scale=10.0))
+
+
+@pytest.fixture(scope="module")
+def fitted(zoo, tmp_path_factory, request):
+    cache = tmp_path_factory.mktemp("prefcache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TARA_CACHE", str(cache))
+    request.addfinalizer(mp.undo)
+    model, path = preference_model_for(zoo, "tara-b", config=FIT)
+    return model, path, cache
+
+
+def _val_kl(zoo, model, rho, param):
+    data = MergeData.from_zoo(zoo)
+    data.teachers = model.teachers
+    rows = [list(range(len(v))) for v in data.val]
+    with torch.no_grad():
+        return task_losses(data, param, model.phi(rho), rows, "kl")
+
+
+def test_kl_to_teacher_is_the_textbook_formula():
+    logits = torch.tensor([[1.0, -0.5, 2.0], [0.1, 0.2, 0.3]])
+    teacher = torch.softmax(torch.tensor([[0.3, 0.3, 1.0], [2.0, 0.0, -1.0]]), -1)
+    q = torch.softmax(logits, -1)
+    expected = (teacher * (teacher.log() - q.log())).sum(-1)
+    assert torch.allclose(kl_to_teacher(logits, teacher), expected, atol=1e-6)
+    assert float(task_loss(torch.log(teacher), "kl", teacher)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ta_gaps_are_never_negative_and_one_at_the_scale():
+    f = torch.tensor([0.5, 2.0, 1.0])
+    z = torch.tensor([1.0, 1.0, 0.0])
+    scale = torch.tensor([1.0, 1.0, 1.0])
+    rho = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    gaps = torch.tensor([0.0, 1.0, 1.0])  # task 0 is below its anchor: gap 0, not −0.5
+    assert float(scalarize(f, rho, z, "linear", scale=scale)) == pytest.approx(float((rho.float() * gaps).sum()))
+    assert float(scalarize(f, rho, z, "stch", 0.1, scale)) == pytest.approx(
+        float(0.1 * torch.logsumexp(rho.float() * gaps / 0.1, 0)), rel=1e-6)
+
+
+def test_experts_reproduce_their_own_predictions(zoo):
+    data = MergeData.from_zoo(zoo)
+    teachers = expert_probabilities(data, zoo.adapters)
+    assert [t.shape[0] for t in teachers] == [len(v) for v in data.val]
+    assert all(torch.allclose(t.sum(-1), torch.ones(t.shape[0]), atol=1e-5) for t in teachers)
+    # TARA-B with task k's block at 1 and the others at 0 is adapter k alone: KL to its expert is 0
+    data.teachers = teachers
+    param = build_parameterization(zoo.adapters, "tara-b")
+    for k in range(len(zoo.task_names)):
+        phi = {m: (p.task_of_row == k).float() for m, p in param.modules.items()}
+        kl = task_losses(data, param, phi, [list(range(len(v))) for v in data.val], "kl")
+        assert float(kl[k]) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_untrained_model_is_task_arithmetic_with_weights_n_rho(zoo):
+    param = build_parameterization(zoo.adapters, "tara-b")
+    model = PreferenceModel.initial(param, zoo.task_names)
+    for rho in ([1 / 3] * 3, [0.6, 0.3, 0.1], [0.0, 0.0, 1.0]):
+        phi = model.phi(rho)
+        ta = merge(zoo.adapters, "ta", **{"lambda": 0.4, "weights": [3 * r for r in rho]})
+        for m, delta in param.deltas(phi).items():
+            assert torch.allclose(delta.materialize(), ta.dense(m), atol=1e-5)
+
+
+def test_features_vanish_at_uniform_and_samples_live_on_the_simplex():
+    assert torch.allclose(features(torch.full((4,), 0.25), "quadratic"), torch.zeros(8))
+    rng = np.random.default_rng(0)
+    draws = [sample_rho(rng, 5, 1.0, face_prob=0.5) for _ in range(200)]
+    assert all(abs(d.sum() - 1) < 1e-9 and (d >= 0).all() for d in draws)
+    assert any((d == 0).any() for d in draws) and any((d > 0).all() for d in draws)
+    assert any(np.isclose(d.max(), 1.0) for d in draws)  # vertices are sampled too
+
+
+def test_vertex_matches_its_task_and_steering_is_monotone(zoo, fitted):
+    model, _, _ = fitted
+    param = build_parameterization(zoo.adapters, "tara-b")
+    n = len(zoo.task_names)
+    vertex_kl = torch.stack([_val_kl(zoo, model, np.eye(n)[k].tolist(), param) for k in range(n)])
+    for k in range(n):  # task k is distilled best by the vertex of task k
+        assert int(vertex_kl[:, k].argmin()) == k
+    for k in range(n):  # task k's loss falls as ρ_k grows from 0 to 1
+        losses = []
+        for t in (0.0, 1 / 3, 0.6, 0.9):
+            rho = [t if i == k else (1 - t) / (n - 1) for i in range(n)]
+            losses.append(float(_val_kl(zoo, model, rho, param)[k]))
+        assert all(a > b for a, b in zip(losses, losses[1:])), (k, losses)
+
+
+def test_second_call_reads_the_cached_file(zoo, fitted):
+    model, path, _ = fitted
+    again, path2 = preference_model_for(zoo, "tara-b", config=FIT)
+    assert path2 == path
+    rho = [0.5, 0.2, 0.3]
+    assert all(torch.equal(model.phi(rho)[k], again.phi(rho)[k]) for k in model.base)
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["fingerprint"] == zoo_fingerprint(zoo) and record["tasks"] == zoo.task_names
+
+
+def test_run_method_merges_at_rho_and_records_the_model(zoo, fitted):
+    model, path, _ = fitted
+    result, record = run_method(zoo, "tara-b-pareto", FIT, rho=[0.2, 0.2, 0.6])
+    assert result.info["preference_model"]["file"] == str(path)
+    assert result.params["rho"] == pytest.approx([0.2, 0.2, 0.6])
+    phi = model.phi([0.2, 0.2, 0.6])
+    assert all(torch.equal(result.coefficients[k], phi[k]) for k in phi)
+    refined, rec = run_method(zoo, "tara-b-pareto", {**FIT, "refine_steps": 3}, rho=[0.2, 0.2, 0.6])
+    assert rec.steps_run == 3 and any(not torch.equal(refined.coefficients[k], phi[k]) for k in phi)
+
+
+def test_round_trip_and_refusals(zoo, fitted, tmp_path):
+    model, _, _ = fitted
+    param = build_parameterization(zoo.adapters, "tara-b")
+    path = save_model(model, tmp_path / "m", fingerprint="x")
+    loaded = load_model(path)
+    for rho in ([0.1, 0.1, 0.8], [1, 0, 0]):
+        assert all(torch.equal(model.phi(rho)[k], loaded.phi(rho)[k]) for k in model.base)
+    assert all(torch.equal(a, b) for a, b in zip(model.teachers, loaded.teachers))
+    # a flipped byte in the tensors: refused by hash, in one line
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0xFF
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(raw))
+    (tmp_path / "bad.json").write_text(path.with_suffix(".json").read_text())
+    with pytest.raises(PreferenceError, match="SHA-256") as exc:
+        load_model(bad)
+    assert "\n" not in str(exc.value)
+    # fitted on other tasks / adapters
+    with pytest.raises(PreferenceError, match="tasks"):
+        load_model(path, {"tasks": ["a", "b", "c"]})
+    other = build_parameterization(zoo.adapters.subset([0, 1]), "tara-b")
+    with pytest.raises(PreferenceError, match="other (adapters|modules)"):
+        load_model(path, {"check": {m: p.L.norm(dim=0) for m, p in other.modules.items()}})
+    # not a model at all
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(PreferenceError, match="unreadable"):
+        load_model(tmp_path / "junk")
+    with pytest.raises(PreferenceError, match="does not exist"):
+        load_model(tmp_path / "missing")
+
+
+def test_fit_is_deterministic(zoo):
+    data = MergeData.from_zoo(zoo)
+    cfg = {**FIT, "steps": 4}
+    a = fit_preference_model(data, zoo.adapters, "tara-a", cfg)
+    b = fit_preference_model(data, zoo.adapters, "tara-a", cfg)
+    assert all(torch.equal(a.phi([0.3, 0.3, 0.4])[k], b.phi([0.3, 0.3, 0.4])[k]) for k in a.base)
