@@ -1,70 +1,105 @@
-"""Time from a ρ slider release to the updated Merge page, in the real server and a real browser.
+"""The dashboard in the real server and a real browser: first view of every page, and ρ slider → new numbers.
 
-Starts ``streamlit run app.py`` on the chosen zoo (default demo-text), opens the Merge page in Debian's
-Chromium (Playwright), and times:
+Starts ``streamlit run app.py`` on the chosen zoo (default demo-text) and drives Debian's Chromium (Playwright):
 
-* **cold**: first visit, φ optimized from φ = 0.4 (the page's "steps (first run)");
-* **warm**: each slider release after that (one arrow-key step; φ warm-started, "steps (after a ρ move)"),
-  until the caption under the Stop button shows the new ρ and Streamlit is idle (the accuracy bars and the
-  φ map are drawn in the same run, before the caption's run ends).
+* **first view**: for each page, the time from clicking it in the sidebar to its content being drawn and
+  Streamlit idle (the first page, Adapters, also includes opening the zoo);
+* **slider**: on the Merge page (default method: the preference model), the first ρ slider is dragged to 0
+  (End/Home keys: one release) and back to 1, ``--moves`` times; per release, the time until "average normalized
+  accuracy" shows a new value (the quick estimate) and until Streamlit is idle (the larger evaluation drawn),
+  and how much the value moved.
 
-    .venv/bin/python bench/bench_dashboard.py --zoo demo-text --moves 5
+    .venv/bin/python bench/bench_dashboard.py --zoo demo-text --moves 3
 """
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from browser import chromium_page, goto_page, move_slider, streamlit_server, wait_idle  # noqa: E402
+from browser import chromium_page, goto_page, metric_value, streamlit_server, wait_idle  # noqa: E402
+
+PAGES = [("Merge", "average normalized accuracy"), ("Coverage", "rank-1 stack / per-task sum (all modules)"),
+         ("Anisotropy", "ξ over preference pairs"), ("Pareto", "Hypervolume"), ("Compare", "Compare methods"),
+         ("OSRM", "Interference per module"), ("Methods", "Methods")]
+LABEL = "average normalized accuracy"
+
+
+def wait_metric_change(page, old: float, timeout: float = 300_000) -> None:
+    page.wait_for_function(
+        """([label, old]) => {
+             const box = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.includes(label));
+             if (!box) return false;
+             const v = box.querySelector('[data-testid=stMetricValue]');
+             return v && parseFloat(v.innerText) !== old;
+           }""", arg=[LABEL, old], timeout=timeout)
 
 
 def main() -> None:
+    from bench_preference import cpu_name
+    from tara_core.precision import bf16_is_native
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", default="demo-text")
-    ap.add_argument("--moves", type=int, default=5)
+    ap.add_argument("--moves", type=int, default=3, help="drags of the first slider to 0 and back")
     ap.add_argument("--screenshot", help="save the Merge page after the last move to this PNG")
     args = ap.parse_args()
     console = Console()
+    views, moves = [], []
     with streamlit_server({"TARA_DEFAULT_ZOO": args.zoo}, timeout=300) as url, chromium_page() as page:
+        t0 = time.perf_counter()
         page.goto(url)
         page.get_by_text("Adapters ·").wait_for(timeout=300_000)
         wait_idle(page, 300_000)
-        t0 = time.perf_counter()
-        goto_page(page, "Merge")
-        page.get_by_text("average normalized accuracy").wait_for(timeout=600_000)
-        wait_idle(page, 600_000)
-        cold = time.perf_counter() - t0
-        first_task = page.get_by_role("slider").first.get_attribute("aria-label") or ""
-        warm, server = [], []
-        for k in range(args.moves):
-            before = page.get_by_text("φ for ρ =").inner_text()
+        views.append(("Adapters (opens the zoo)", time.perf_counter() - t0))
+        for title, marker in PAGES:
             t0 = time.perf_counter()
-            move_slider(page, first_task, 1, "ArrowLeft" if k % 2 == 0 else "ArrowRight")
-            page.wait_for_function(
-                "(old) => [...document.querySelectorAll('p,div')].some(e => e.innerText && "
-                "e.innerText.startsWith('φ for ρ =') && e.innerText !== old)", arg=before, timeout=300_000)
+            goto_page(page, title)
+            page.get_by_text(marker).first.wait_for(timeout=600_000)
+            wait_idle(page, 600_000)
+            views.append((title, time.perf_counter() - t0))
+            assert not page.locator("[data-testid=stException]").count(), title
+        goto_page(page, "Merge")
+        page.get_by_text(LABEL).wait_for(timeout=600_000)
+        wait_idle(page, 600_000)
+        thumb = page.get_by_role("slider").first
+        for k in range(2 * args.moves):
+            old = metric_value(page, LABEL)
+            thumb.focus()
+            t0 = time.perf_counter()
+            thumb.press("Home" if k % 2 == 0 else "End")
+            wait_metric_change(page, old)
+            shown = time.perf_counter() - t0
+            quick = metric_value(page, LABEL)
             wait_idle(page, 300_000, settle_ms=0)
-            warm.append(time.perf_counter() - t0)
-            caption = page.get_by_text("φ for ρ =").inner_text()
-            server.append(float(re.search(r"in ([0-9.]+) s", caption).group(1)))
+            moves.append({"to": "0" if k % 2 == 0 else "1", "shown": shown, "idle": time.perf_counter() - t0,
+                          "change quick": quick - old, "change final": metric_value(page, LABEL) - old})
         if args.screenshot:
             page.screenshot(path=args.screenshot, full_page=True)
-    table = Table(title=f"{args.zoo}: slider release → updated Merge page (real server, Chromium)")
-    for col in ("case", "runs", "median s", "min s", "max s", "of which φ steps (server, median s)"):
-        table.add_column(col, justify="right" if col != "case" else "left")
-    table.add_row("cold (first visit, optimize from φ = 0.4)", "1", f"{cold:.2f}", f"{cold:.2f}", f"{cold:.2f}", "—")
-    table.add_row("warm (slider moved, warm-started φ)", str(len(warm)), f"{statistics.median(warm):.2f}",
-                  f"{min(warm):.2f}", f"{max(warm):.2f}", f"{statistics.median(server):.2f}")
-    console.print(table)
+    where = f"{cpu_name()}, fp32 unless bf16 is native (native: {bf16_is_native('cpu')})"
+    t1 = Table(title=f"{args.zoo}: first view of each page (real server, Chromium; {where})")
+    t1.add_column("page")
+    t1.add_column("seconds", justify="right")
+    for title, s in views:
+        t1.add_row(title, f"{s:.2f}")
+    console.print(t1)
+    t2 = Table(title=f"{args.zoo}: first ρ slider dragged to 0 and back (one key release each)")
+    for col in ("release", "new number shown s", "page idle s", "Δ avg (quick estimate)", "Δ avg (final)"):
+        t2.add_column(col, justify="right")
+    for m in moves:
+        t2.add_row(f"→ {m['to']}", f"{m['shown']:.2f}", f"{m['idle']:.2f}", f"{m['change quick']:+.1f}",
+                   f"{m['change final']:+.1f}")
+    t2.add_row("median", f"{statistics.median(m['shown'] for m in moves):.2f}",
+               f"{statistics.median(m['idle'] for m in moves):.2f}", "", "")
+    console.print(t2)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def preference_phi():
     if entry:
         return entry["phi"], entry["how"], entry["how"]
     start = time.perf_counter()
-    phi = model.phi(rho)
+    phi = model.phi(list(rho_key))
     how = (f"φ(ρ) from the preference model ({model.meta.get('steps_run', '?')} fit steps, "
            f"{'shipped' if path and zoo.folder in path.parents else 'cached'}) in {1000 * (time.perf_counter() - start):.0f} ms")
     return phi, how, "model"
@@ -113,7 +113,11 @@ def optimized_phi():
 
 
 def evaluations(merged, n: int) -> dict:
-    """Accuracy of the current merge on the first n test examples per task (memoized per ρ and φ source)."""
+    """Accuracy of the current merge on the first n test examples per task: a preference model's φ(ρ) through
+    the disk cache (the same merge for every session; shipped for the first view), anything else memoized
+    per session, ρ and φ source."""
+    if source == "model":
+        return cached_eval(zoo.name, method, (), tuple(tasks), n, bf16, rho_key)["accuracy"]
     memo = st.session_state.setdefault("merge_acc", {})
     key = (base_key, rho_key, source, n, bf16)
     if key not in memo:

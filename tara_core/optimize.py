@@ -20,7 +20,7 @@ from .backbones import delta_weights, supports_side_path
 from .lowrank import Factors
 from .methods import MergeError, MergeResult
 from .methods.learned import OptimizeConfig, parse_config
-from .objective import entropy, scalarize, task_loss, validate_rho
+from .objective import entropy, scalarize, sharpen, task_loss, validate_rho
 from .precision import autocast
 from .tara import Parameterization, build_parameterization, choose_mode, install_side_path_hooks, side_paths
 
@@ -283,7 +283,7 @@ def optimize(
             modes = step_modes(data, param, rows, cfg.mode)
         with autocast(getattr(data.backbone, "device", "cpu"), cfg.bf16):
             H = task_losses(data, param, phi, rows, cfg.loss, modes, adapters.fan_in_fan_out)
-        loss = scalarize(H.float(), rho_t, anchors, cfg.scalarization, cfg.alpha, scale)
+        loss = scalarize(H.float(), sharpen(rho_t, cfg.sharpness), anchors, cfg.scalarization, cfg.alpha, scale)
         if float(loss.detach()) < best_loss:  # loss of the φ *before* this step's update
             best_loss = float(loss.detach())
             result.best_step = step

@@ -52,7 +52,7 @@ from safetensors.torch import load_file, save_file
 from .adapters import AdapterSet, file_sha256
 from .methods import MergeError
 from .methods.learned import PreferenceConfig, parse_preference_config
-from .objective import scalarize, validate_rho
+from .objective import scalarize, sharpen, validate_rho
 from .optimize import MergeData, expert_probabilities, objective_terms, step_modes, task_losses, Sampler
 from .precision import autocast
 from .tara import Parameterization, build_parameterization
@@ -206,7 +206,7 @@ def fit_preference_model(data: MergeData, adapters: AdapterSet, variant: str, co
         phi = model.phi(rho.to(device))
         with autocast(device, cfg.bf16):
             f = task_losses(data, param, phi, rows, cfg.loss, modes, adapters.fan_in_fan_out)
-        loss = scalarize(f.float(), rho, anchors, cfg.scalarization, cfg.alpha, scale)
+        loss = scalarize(f.float(), sharpen(rho, cfg.sharpness), anchors, cfg.scalarization, cfg.alpha, scale)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -358,6 +358,17 @@ def preference_model_for(zoo, variant: str, tasks: Sequence[int] | None = None, 
     Every file found is verified (:func:`load_model`); returns (model, its safetensors path)."""
     cfg = config if isinstance(config, PreferenceConfig) else parse_preference_config(dict(config or {}))
     tasks = list(range(len(zoo.task_names))) if tasks is None else list(tasks)
+    memo = zoo.memo.setdefault("preference", {})  # an opened zoo's files do not change: verify once
+    key = (variant, tuple(tasks), json.dumps(cfg.fit_fields(), sort_keys=True), cfg.model)
+    if key in memo and not cfg.refit:
+        return memo[key]
+    found = _find_or_fit(zoo, variant, tasks, cfg, param, progress, should_cancel, log)
+    if found[1] is not None:
+        memo[key] = found
+    return found
+
+
+def _find_or_fit(zoo, variant, tasks, cfg, param, progress, should_cancel, log):
     adapters = zoo.adapters if tasks == list(range(len(zoo.task_names))) else zoo.adapters.subset(tasks)
     names = [zoo.task_names[i] for i in tasks]
     param = param or build_parameterization(adapters, variant, cfg.phi_init)

@@ -42,7 +42,7 @@ def refine_config(cfg) -> dict:
     """The per-ρ optimizer settings of a preference model's refinement: its objective, the refine lr/steps."""
     return {"steps": cfg.refine_steps, "lr": cfg.refine_lr, "weight_decay": 0.0, "batch_size": cfg.batch_size,
             "phi_init": cfg.phi_init, "loss": cfg.loss, "gap": cfg.gap, "scalarization": cfg.scalarization,
-            "alpha": cfg.alpha, "seed": cfg.seed, "mode": cfg.mode, "bf16": cfg.bf16}
+            "alpha": cfg.alpha, "sharpness": cfg.sharpness, "seed": cfg.seed, "mode": cfg.mode, "bf16": cfg.bf16}
 
 
 def run_preference(zoo, method: str, resolved: dict, rho, tasks: list[int], adapters, *, param=None,

@@ -89,3 +89,19 @@ def move_slider(page, label: str, presses: int, key: str = "ArrowLeft") -> None:
     thumb.focus()
     for _ in range(presses):
         thumb.press(key)
+
+
+def wait_for_new_text(page, prefix: str, old: str, timeout: float = 300_000) -> None:
+    """Wait until an element whose text starts with ``prefix`` shows something other than ``old``."""
+    page.wait_for_function(
+        "([prefix, old]) => [...document.querySelectorAll('p,div,span')].some(e => e.innerText && "
+        "e.innerText.startsWith(prefix) && e.innerText !== old)", arg=[prefix, old], timeout=timeout)
+
+
+def metric_value(page, label: str) -> float:
+    """The number shown by the st.metric labelled ``label``."""
+    import re
+
+    box = page.locator("[data-testid=stMetric]", has_text=label).first
+    text = box.locator("[data-testid=stMetricValue]").inner_text()
+    return float(re.search(r"-?[0-9]+(?:\.[0-9]+)?", text).group(0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# fitted preference models and first-view results go to a throwaway cache, never the user's
+os.environ["TARA_CACHE"] = tempfile.mkdtemp(prefix="tara-test-cache-")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 

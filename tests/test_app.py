@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from zoo_fixture import build_tiny_zoo
@@ -76,21 +77,43 @@ def test_merge_page_slider_reoptimizes_warm(zoo_env):
     at = _app("pages/merge.py", method="tara-b", cold_steps=20, warm_steps=20, eval_limit=20)
     assert not at.exception, at.exception
     assert at.title[0].value == "Merge · tara-b"
-    first = _metric(at, "average normalized accuracy")
     weighted = _metric(at, "ρ-weighted normalized accuracy")
-    runs = at.session_state["merge_runs"]
-    (key, run), = runs.items()
-    assert run["steps"] == 20 and not run["warm"]
+    assert any("20 cold steps" in c.value for c in at.caption)
     # move the sliders: all weight on task2
     at.session_state["rho_task0"] = 0.0
     at.session_state["rho_task1"] = 0.0
     at.run()
     assert not at.exception, at.exception
-    run2 = at.session_state["merge_runs"][key]
-    assert run2["warm"] and run2["rho"] == [0.0, 0.0, 1.0]
     assert _metric(at, "ρ-weighted normalized accuracy") != weighted
-    assert any("warm steps" in c.value for c in at.caption)
-    assert first is not None
+    assert any("20 warm steps" in c.value for c in at.caption)
+    assert any("ρ = (0.00, 0.00, 1.00)" in c.value for c in at.caption)
+
+
+def test_merge_page_preference_model_follows_the_sliders(zoo_env):
+    at = _app("pages/merge.py", eval_preview=10, eval_limit=20)
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Merge · tara-b-pareto"  # the default method
+    assert any("from the preference model" in c.value for c in at.caption)
+    assert any("On the first 20 test examples per task" == c.value for c in at.caption)
+    phis = {}
+    for rho0 in (1.0, 0.0):
+        at.session_state["rho_task0"] = rho0
+        at.run()
+        assert not at.exception, at.exception
+        phis[rho0] = at.session_state["current_merge"]["merge"].coefficients
+    assert any(not torch.equal(phis[1.0][k], phis[0.0][k]) for k in phis[1.0])
+    # refine this ρ explicitly: per-ρ steps from φ(ρ)
+    at.session_state["refine_steps"] = 2
+    at.button(key="refine").click().run()
+    assert not at.exception, at.exception
+    assert any("+ 2 refine steps" in c.value for c in at.caption)
+    # the download is prepared for this ρ and never served for another
+    at.button(key="prep_download").click().run()
+    assert at.get("download_button")
+    at.session_state["rho_task0"] = 0.5
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.get("download_button")
 
 
 def test_merge_page_data_free_method(zoo_env):
@@ -113,10 +136,12 @@ def test_anisotropy_page(zoo_env):
 
 
 def test_pareto_page_redraws_for_new_pair(zoo_env):
-    at = _app("pages/pareto.py", pareto_methods=["ta", "tara-b"], pareto_points=3, pareto_steps=5, pareto_limit=20)
+    at = _app("pages/pareto.py", pareto_methods=["ta", "tara-b", "tara-b-pareto"], pareto_points=3, pareto_steps=5,
+              pareto_limit=20)
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert set(table.method) >= {"ta", "tara-b", "individual:task0", "individual:task1"}
+    assert set(table.method) >= {"ta", "tara-b", "tara-b-pareto", "individual:task0", "individual:task1"}
+    assert any("Hypervolume" in c.value for c in at.caption)
     at.selectbox(key="pareto_b").set_value("task2").run()
     assert not at.exception, at.exception
     assert "individual:task2" in set(at.dataframe[0].value.method)

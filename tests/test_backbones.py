@@ -74,3 +74,33 @@ def test_module_inputs_keep_every_real_token_once(encoder):
         grams[rows] = {m: v.T @ v for m, v in x.items()}
     for m in modules:
         torch.testing.assert_close(grams[3][m], grams[10_000][m], atol=1e-3, rtol=1e-4)
+
+
+def test_base_weights_are_read_from_the_snapshot_while_another_forward_has_them_swapped(encoder):
+    """A second session building its overrides while the first session's functional_call holds its merge in
+    the shared module (the dashboard's concurrent-session crash: 'weight is not an nn.Parameter')."""
+    import threading
+
+    name = next(n for n in encoder.adapted_modules() if n.endswith("attention.self.query"))
+    w0 = encoder.model.get_parameter(f"{name}.weight").detach().clone()
+    inside, release = threading.Event(), threading.Event()
+    module = encoder.model.get_submodule(name)
+
+    def hold(mod, args):
+        inside.set()
+        release.wait(30)
+
+    handle = module.register_forward_pre_hook(hold)
+    batch = encoder.preprocess(sentences(5, 2))
+    first = threading.Thread(target=encoder.features,
+                             args=(batch, delta_weights(encoder.model, {name: torch.ones_like(w0)})))
+    first.start()
+    try:
+        assert inside.wait(30)  # the first forward runs with its override swapped into the module
+        assert not isinstance(getattr(module, "weight"), torch.nn.Parameter)
+        second = delta_weights(encoder.model, {name: torch.zeros_like(w0)})  # must not read the live module
+        torch.testing.assert_close(second[f"{name}.weight"], w0)
+    finally:
+        release.set()
+        first.join(30)
+        handle.remove()

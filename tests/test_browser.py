@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import ROOT, chromium_page, goto_page, move_slider, streamlit_server, wait_idle
+from browser import ROOT, chromium_page, goto_page, move_slider, streamlit_server, wait_for_new_text, wait_idle
 from zoo_fixture import build_tiny_zoo
 
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
@@ -45,8 +45,9 @@ def test_every_page_in_chromium(tmp_path):
         page.get_by_text("average normalized accuracy").wait_for(timeout=120_000)
         wait_idle(page)
         before = page.get_by_text("φ for ρ =").inner_text()
+        assert "from the preference model" in before
         move_slider(page, "task0", 10)
-        page.get_by_text("warm steps").wait_for(timeout=120_000)
+        wait_for_new_text(page, "φ for ρ =", before)
         wait_idle(page)
         after = page.get_by_text("φ for ρ =").inner_text()
         assert before != after

@@ -13,6 +13,7 @@ The protocol is small (DESIGN.md §2):
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from ..adapters import wrapped_module
 
-__all__ = ["Backbone", "TaskHead", "delta_weights", "module_inputs", "weight_name", "supports_side_path"]
+__all__ = ["Backbone", "TaskHead", "register_base", "base_parameters", "delta_weights", "module_inputs", "weight_name", "supports_side_path"]
 
 
 class Backbone(Protocol):
@@ -92,12 +93,31 @@ def supports_side_path(model: torch.nn.Module, module: str) -> bool:
     return isinstance(model.get_submodule(wrapped_module(module)), torch.nn.Linear)
 
 
+_BASE: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def register_base(model: torch.nn.Module) -> torch.nn.Module:
+    """Snapshot a freshly loaded model's parameters (W_0). ``functional_call`` swaps override tensors into the
+    shared module while another session's forward runs, so W_0 is always read from this snapshot, never from
+    the live module (which may hold someone else's merge at that moment)."""
+    _BASE[model] = dict(model.named_parameters())
+    return model
+
+
+def base_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The registered W_0 of ``model`` (registered now if it was not: a model no forward has touched yet)."""
+    if model not in _BASE:
+        register_base(model)
+    return _BASE[model]
+
+
 def delta_weights(model: torch.nn.Module, deltas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Parameter overrides {weight name: W_0 + ΔW} for ``functional_call`` (ΔW in weight layout)."""
     out = {}
+    base = base_parameters(model)
     for module, delta in deltas.items():
         name = weight_name(model, module)
-        w0 = model.get_parameter(name)
+        w0 = base[name]
         out[name] = w0 + delta.reshape(w0.shape).to(w0.dtype)
     return out
 

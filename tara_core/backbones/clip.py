@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
+from . import register_base
+
 __all__ = ["HFClipImageEncoder", "OpenClipImageEncoder", "hf_clip_class_embeddings", "open_clip_class_embeddings",
            "load_image"]
 
@@ -56,7 +58,7 @@ class _ImageEncoderBase:
     model: torch.nn.Module
 
     def _setup(self, tower: torch.nn.Module, device: str) -> None:
-        self.model = tower.to(device).eval()
+        self.model = register_base(tower.to(device).eval())
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = device

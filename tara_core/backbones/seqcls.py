@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
+from . import register_base
+
 __all__ = ["LastTokenEncoder", "resolve_dtype"]
 
 
@@ -50,7 +52,7 @@ class LastTokenEncoder:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         decoder = AutoModel.from_pretrained(self.path, dtype=resolve_dtype(dtype, device))
-        self.model = _Decoder(decoder).to(device).eval()
+        self.model = register_base(_Decoder(decoder).to(device).eval())
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.max_length, self.device = max_length, device

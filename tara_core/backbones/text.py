@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
+from . import register_base
+
 __all__ = ["TextEncoder"]
 
 
@@ -24,7 +26,7 @@ class TextEncoder:
 
         self.path = str(path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModel.from_pretrained(self.path).to(device).eval()
+        self.model = register_base(AutoModel.from_pretrained(self.path).to(device).eval())
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.max_length = max_length

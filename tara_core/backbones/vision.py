@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from . import register_base
+
 __all__ = ["ImageEncoder", "images_to_tensor"]
 
 
@@ -27,7 +29,7 @@ class ImageEncoder:
         from transformers import ViTModel
 
         self.model = (model if model is not None else ViTModel.from_pretrained(str(path), add_pooling_layer=False))
-        self.model = self.model.to(device).eval()
+        self.model = register_base(self.model.to(device).eval())
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.device = device

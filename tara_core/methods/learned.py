@@ -32,6 +32,8 @@ class OptimizeConfig(BaseModel):
     scalarization: Literal["stch", "stch-abs", "linear"] = Field(
         "stch", description="how ρ combines the task gaps: smooth Tchebycheff, with |·|, or a weighted sum")
     alpha: float = Field(1.0, gt=0, description="STCH temperature α")
+    sharpness: float = Field(1.0, ge=0.25, le=8, description="γ: the scalarization weighs the tasks by ρ^γ "
+                                                            "(renormalized; 1: ρ itself)")
     seed: int = Field(0, description="seed of the data order")
     clamp_min: float | None = Field(None, description="optional lower bound on φ (default: unconstrained)")
     clamp_max: float | None = Field(None, description="optional upper bound on φ")
@@ -58,6 +60,8 @@ class PreferenceConfig(BaseModel):
     gap: Literal["raw", "ta"] = Field("ta", description="task gap the preference weighs (see tara-b's 'gap')")
     scalarization: Literal["stch", "stch-abs", "linear"] = Field("stch", description="how ρ combines the gaps")
     alpha: float = Field(0.1, gt=0, description="STCH temperature α")
+    sharpness: float = Field(1.0, ge=0.25, le=8, description="γ: the scalarization weighs the tasks by ρ^γ "
+                                                            "(renormalized; 1: ρ itself)")
     concentration: float = Field(1.0, gt=0, description="Dirichlet concentration of the sampled ρ (1: uniform)")
     face_prob: float = Field(0.25, ge=0, le=1, description="share of sampled ρ on a random face of the simplex "
                                                           "(some tasks at 0, vertices included)")
