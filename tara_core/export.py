@@ -17,10 +17,7 @@ Writes are atomic: everything goes to a temporary sibling folder that is renamed
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -31,12 +28,12 @@ from .adapters import PEFT_PREFIX, AdapterSet
 from .base import BaseWeights
 from .lowrank import Factors, thin_svd
 from .methods import MergeResult
+from .safe_io import OutputError, atomic_dir, atomic_file_write, safe_name
 
 __all__ = ["ExportError", "export", "library_versions", "atomic_dir", "atomic_file_write"]
 
 
-class ExportError(ValueError):
-    """The result cannot be written as asked (folder exists, missing base, bad policy)."""
+ExportError = OutputError  # the result cannot be written as asked (folder exists, missing base, bad policy, ...)
 
 
 def library_versions() -> dict[str, str]:
@@ -50,37 +47,6 @@ def library_versions() -> dict[str, str]:
 
     out["tara_core"] = __version__
     return out
-
-
-class atomic_dir:
-    """Context manager yielding a temp folder next to ``target`` that replaces ``target`` on success."""
-
-    def __init__(self, target: str | Path, overwrite: bool = False):
-        self.target = Path(target)
-        self.overwrite = overwrite
-
-    def __enter__(self) -> Path:
-        if self.target.exists() and not self.overwrite:
-            raise ExportError(f"{self.target} already exists; choose another folder or pass overwrite")
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder normal permissions
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        old = None
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
-            os.replace(self.target, old)
-        os.replace(self.tmp, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return False
 
 
 def _truncate(dense: torch.Tensor, rank: int) -> tuple[Factors, float]:
@@ -102,6 +68,25 @@ def _pad(f: Factors, rank: int) -> Factors:
         return f
     return Factors(torch.cat([f.B, f.B.new_zeros(f.B.shape[0], extra)], 1),
                    torch.cat([f.A, f.A.new_zeros(extra, f.A.shape[1])], 0))
+
+
+def _finite(delta) -> bool:
+    """ΔW has no NaN/Inf (factored: both factors, and no float32 overflow in B A)."""
+    if isinstance(delta, Factors):
+        if not (torch.isfinite(delta.B).all() and torch.isfinite(delta.A).all()):
+            return False
+        bound = float(delta.B.abs().max()) * float(delta.A.abs().max()) * delta.rank if delta.rank else 0.0
+        return bound < torch.finfo(torch.float32).max
+    return bool(torch.isfinite(delta).all())
+
+
+def check_finite(result: MergeResult) -> None:
+    """Refuse a merge with non-finite values before anything is written (PEFT's ``safe_merge`` idea)."""
+    bad = [m for m, d in result.deltas.items() if not _finite(d)]
+    bad += [f"coefficients {k}" for k, v in result.coefficients.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise ExportError(f"the {result.method} merge has NaN/Inf values in {len(bad)} module(s) (first: "
+                          f"{bad[0]}); nothing was written — check the parameters and inputs")
 
 
 def _adapter_tensors(result: MergeResult, adapter_set: AdapterSet, rank: int | None) -> tuple[dict, dict, dict]:
@@ -244,6 +229,7 @@ def export(
     manifest.update(extra_manifest or {})
     for key, value in result.info.items():
         manifest.setdefault("info", {})[key] = value
+    check_finite(result)
     mts_tensors, side_files, mts_report = _modules_to_save(adapter_set, modules_to_save)
     manifest["modules_to_save"] = mts_report
     with atomic_dir(out_dir, overwrite) as tmp:
@@ -277,6 +263,7 @@ def export(
         if side_files:
             (tmp / "modules_to_save").mkdir()
             for name, tensors in side_files.items():
+                safe_name(name, "adapter name")
                 save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "modules_to_save" / f"{name}.safetensors"))
         if result.coefficients:
             save_file({k: v.detach().float().contiguous() for k, v in result.coefficients.items()},
@@ -291,16 +278,3 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
-def atomic_file_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

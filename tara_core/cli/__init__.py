@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from rich.text import Text
+
 from . import diagnosis, evaluation, merging, zoos
 from .common import UsageError, console
 
@@ -28,5 +30,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as exc:  # every library error type derives from ValueError
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(Text.assemble(("error:", "red"), f" {exc}"))
         return 2

@@ -9,8 +9,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True, soft_wrap=True)
-out = Console()
+# markup off: paths and values are printed literally ("[v2]" in a folder name stays "[v2]"); styles are
+# given as style= where wanted
+console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+out = Console(markup=False, highlight=False)
 
 
 class UsageError(ValueError):

@@ -80,9 +80,9 @@ def cmd_merge(args) -> int:
     exp = manifest["export"]
     if not exp.get("exact", True) or exp.get("truncation_relative_error", {}).get("max", 0) > 0:
         err = exp["truncation_relative_error"]
-        console.print(f"[yellow]{spec.name} gives a full-rank ΔW: exported a rank-{exp['max_rank']} LoRA, "
+        console.print(f"{spec.name} gives a full-rank ΔW: exported a rank-{exp['max_rank']} LoRA, "
                       f"relative error max {err['max']:.3g}, mean {err['mean']:.3g} "
-                      f"(use --rank to change it or --format weights for the exact merged weights)[/]")
+                      f"(use --rank to change it or --format weights for the exact merged weights)", style="yellow")
     console.print(f"wrote {args.out} ({manifest['format']}, {len(result.deltas)} modules, "
                   f"{result.info.get('seconds', 0.0):.2f} s)")
     write_json(args.json, manifest)
