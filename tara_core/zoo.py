@@ -14,6 +14,7 @@ the shipped adapters reproduce the recorded individual accuracies.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 from functools import cached_property
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors.torch import load_file
 
 from .adapters import AdapterError, AdapterSet, file_sha256, load_adapter_set
 from .backbones import TaskHead
+from .safe_io import atomic_file_write, inside, safe_name
 
 REPO_ZOOS = Path(__file__).resolve().parents[1] / "zoos"
 
@@ -96,6 +98,16 @@ class ZooManifest(_Strict):
     tasks: list[TaskInfo]
     build: dict = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict)
+    digest: str | None = None  # SHA-256 of the canonical JSON without it (manifest_digest); open_zoo requires it
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names_are_file_names(cls, tasks):
+        for t in tasks:
+            safe_name(t.name, "task name")
+        if len({t.name for t in tasks}) != len(tasks):
+            raise ValueError("task names must be unique")
+        return tasks
 
 
 class TaskData:
@@ -107,6 +119,22 @@ class TaskData:
     @property
     def name(self) -> str:
         return self.info.name
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's canonical JSON (sorted keys, no whitespace) without its ``digest`` field: any
+    edit of zoo.json — an accuracy, an anchor, a file hash, a deleted entry — changes it."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict) -> dict:
+    """Seal ``manifest`` (its digest) and write ``folder/zoo.json`` atomically; every zoo writer uses this."""
+    manifest = {k: v for k, v in manifest.items() if k != "digest"}
+    manifest["digest"] = manifest_digest(manifest)
+    atomic_file_write(Path(folder) / "zoo.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    return manifest
 
 
 def zoo_paths() -> list[Path]:
@@ -243,32 +271,71 @@ class Zoo:
         return ImageEncoder(base_path, device=self.device)
 
     def verify_hashes(self) -> list[str]:
-        """Files whose SHA-256 differs from the manifest (or that are missing)."""
+        """Problems with the zoo's files: a listed file whose SHA-256 differs or that is missing ("changed" /
+        "missing"), and a file in the folder that zoo.json does not list ("unlisted"). Hidden files are ignored."""
         bad = []
         for rel, digest in self.manifest.files.items():
             path = self.folder / rel
-            if not path.is_file() or file_sha256(path) != digest:
-                bad.append(rel)
+            if not path.is_file():
+                bad.append(f"{rel} (missing)")
+            elif file_sha256(path) != digest:
+                bad.append(f"{rel} (changed)")
+        listed = set(self.manifest.files)
+        for path in sorted(self.folder.rglob("*")):
+            rel = path.relative_to(self.folder)
+            if path.is_file() and rel.name != "zoo.json" and not any(part.startswith(".") for part in rel.parts) \
+                    and "__pycache__" not in rel.parts and str(rel) not in listed:
+                bad.append(f"{rel} (unlisted)")
         return bad
 
+    def referenced_paths(self) -> list[Path]:
+        """Every file or folder zoo.json points into. Relative paths must stay inside the zoo folder (no
+        ``..`` escape); absolute ones are the user's own files an imported zoo reads in place (their weight
+        and config files are listed, and so hash-checked, like the zoo's own)."""
+        refs = [self.manifest.heads] + [p for t in self.manifest.tasks for p in (t.adapter, t.data)]
+        if self.manifest.base.source == "zoo":
+            refs.append(self.manifest.base.path)
+        return [Path(rel) if Path(rel).is_absolute() and rel in (t.adapter for t in self.manifest.tasks)
+                else inside(self.folder, rel, "zoo.json path") for rel in refs]
 
-def open_zoo(name_or_path: str | Path, device: str = "cpu", check_hashes: bool = True) -> Zoo:
-    """Open a zoo by name (searched in :func:`zoo_paths`) or folder; validates the manifest and hashes."""
+
+def open_zoo(name_or_path: str | Path, device: str = "cpu", check_hashes: bool = True,
+             require_digest: bool = True) -> Zoo:
+    """Open a zoo by name (searched in :func:`zoo_paths`) or folder. Checks, with one-line errors: the
+    manifest's schema and digest (``require_digest``: a manifest without one is refused), that every path it names stays in the folder, and (``check_hashes``) that
+    every file matches its recorded SHA-256 and no unlisted file is present."""
     folder = find_zoo(name_or_path)
+    path = folder / "zoo.json"
     try:
-        manifest = ZooManifest.model_validate_json((folder / "zoo.json").read_text())
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ZooError(f"{path}: cannot read ({type(exc).__name__}: {str(exc)[:80]})") from None
+    if not isinstance(raw, dict):
+        raise ZooError(f"{path}: expected a JSON object")
+    if "digest" not in raw and require_digest:
+        raise ZooError(f"{path}: no digest (written by an older version or by hand); re-seal it with "
+                       f"`python -m tara_core zoo precompute {folder}` after checking its files")
+    if "digest" in raw and raw["digest"] != manifest_digest(raw):
+        raise ZooError(f"{path}: changed since it was written (digest mismatch); rebuild or re-import the zoo")
+    try:
+        manifest = ZooManifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise ZooError(f"{folder / 'zoo.json'}: invalid manifest at {where}: {first['msg']}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ZooError(f"{folder / 'zoo.json'}: cannot read ({exc})") from None
+        raise ZooError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
     zoo = Zoo(folder, manifest, device)
+    try:
+        zoo.referenced_paths()
+    except ValueError as exc:
+        raise ZooError(f"{path}: {exc}") from None
     if check_hashes:
+        if not manifest.files:
+            raise ZooError(f"zoo {manifest.name}: zoo.json lists no files to check")
         bad = zoo.verify_hashes()
         if bad:
-            raise ZooError(f"zoo {manifest.name}: files changed or missing since it was built: {', '.join(bad[:5])}")
+            raise ZooError(f"zoo {manifest.name}: files changed, missing or unlisted: {', '.join(bad[:5])}"
+                           + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
     return zoo
 
 
-__all__ += ["find_zoo", "AdapterError"]
+__all__ += ["find_zoo", "AdapterError", "manifest_digest", "write_manifest"]

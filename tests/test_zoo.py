@@ -14,7 +14,7 @@ from tara_core.cli import main
 from tara_core.evaluate import evaluate
 from tara_core.methods import merge
 from tara_core.recipes.demo_text import split_indices
-from tara_core.zoo import REPO_ZOOS, ZooError, open_zoo
+from tara_core.zoo import REPO_ZOOS, ZooError, open_zoo, write_manifest
 from zoo_fixture import build_tiny_zoo
 
 
@@ -80,7 +80,7 @@ def test_tampered_file_is_detected(tiny_zoo, tmp_path):
     data = bytearray(f.read_bytes())
     data[-5] ^= 0xFF
     f.write_bytes(bytes(data))
-    with pytest.raises(ZooError, match="files changed or missing.*task1"):
+    with pytest.raises(ZooError, match="files changed, missing or unlisted.*task1"):
         open_zoo(copy_dir)
     assert main(["zoo", "verify", str(copy_dir)]) == 2
 
@@ -90,14 +90,61 @@ def test_corrupt_manifest_and_data(tiny_zoo, tmp_path):
     shutil.copytree(tiny_zoo, bad)
     manifest = json.loads((bad / "zoo.json").read_text())
     manifest["tasks"][0]["classes"] = "not a list"
-    (bad / "zoo.json").write_text(json.dumps(manifest))
+    write_manifest(bad, manifest)  # sealed, but against the schema
     with pytest.raises(ZooError, match="invalid manifest at tasks.0.classes"):
         open_zoo(bad)
     (bad / "zoo.json").write_text("{")
-    with pytest.raises(ZooError, match="invalid manifest"):
+    with pytest.raises(ZooError, match="cannot read"):
         open_zoo(bad)
     with pytest.raises(ZooError, match="no zoo named 'missing-zoo'"):
         open_zoo("missing-zoo")
+
+
+def test_manifest_tampering_is_detected(tiny_zoo, tmp_path):
+    """zoo.json is covered too: an edited value, a deleted file entry or list, an unlisted or escaping file."""
+    def copy(name):
+        d = tmp_path / name
+        shutil.copytree(tiny_zoo, d)
+        return d, json.loads((d / "zoo.json").read_text())
+
+    d, m = copy("edited")
+    m["tasks"][0]["anchor_entropy"] = 0.0
+    (d / "zoo.json").write_text(json.dumps(m))
+    with pytest.raises(ZooError, match="digest mismatch"):
+        open_zoo(d)
+    d, m = copy("entry-deleted")  # the weights' entry removed, then the weights changed
+    weights = "adapters/task1/adapter_model.safetensors"
+    del m["files"][weights]
+    (d / "zoo.json").write_text(json.dumps(m))
+    with pytest.raises(ZooError, match="digest mismatch"):
+        open_zoo(d)
+    write_manifest(d, m)  # even re-sealed, the unlisted weight file is an error
+    with pytest.raises(ZooError, match="unlisted"):
+        open_zoo(d)
+    d, m = copy("list-deleted")
+    m["files"] = {}
+    write_manifest(d, m)
+    with pytest.raises(ZooError, match="lists no files"):
+        open_zoo(d)
+    d, m = copy("no-digest")
+    del m["digest"]
+    (d / "zoo.json").write_text(json.dumps(m))
+    with pytest.raises(ZooError, match="no digest"):
+        open_zoo(d)
+    d, m = copy("escape")
+    m["tasks"][0]["data"] = "../../outside.json.gz"
+    write_manifest(d, m)
+    with pytest.raises(ZooError, match="points outside"):
+        open_zoo(d)
+    d, m = copy("bad-name")
+    m["tasks"][0]["name"] = "../evil"
+    write_manifest(d, m)
+    with pytest.raises(ZooError, match="cannot be used as a file name"):
+        open_zoo(d)
+    d, m = copy("extra-file")
+    (d / "data" / "extra.bin").write_bytes(b"x")
+    with pytest.raises(ZooError, match="extra.bin .unlisted"):
+        open_zoo(d)
 
 
 def test_labels_outside_classes_are_refused(tiny_zoo, tmp_path):

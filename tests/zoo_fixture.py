@@ -59,7 +59,7 @@ def build_tiny_zoo(root: Path, n_tasks: int = 3, n_val: int = 8, n_test: int = 2
     from transformers import BertConfig, BertModel
 
     from tara_core.recipes import finalize_manifest
-    from tara_core.zoo import Zoo, ZooManifest
+    from tara_core.zoo import Zoo, ZooManifest, write_manifest
 
     folder = root / "tiny-text"
     (folder / "base").mkdir(parents=True)
@@ -110,5 +110,5 @@ def build_tiny_zoo(root: Path, n_tasks: int = 3, n_val: int = 8, n_test: int = 2
         payload["test"]["labels"] = labels
         path.write_bytes(gzip.compress(json.dumps(payload).encode(), mtime=0))
     manifest = finalize_manifest(folder, manifest, log=lambda *a: None)
-    (folder / "zoo.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(folder, manifest)
     return folder

@@ -97,11 +97,13 @@ def build_zoo(name: str, out_root: Path, overwrite: bool = False, log=print, **o
 
         raise ZooError(f"no build recipe for {name!r}; recipes: {', '.join(RECIPES)}")
     target = Path(out_root) / name
+    from ..zoo import write_manifest
+
     start = time.perf_counter()
     with atomic_dir(target, overwrite=overwrite) as tmp:
         manifest = finalize_manifest(tmp, RECIPES[name](tmp, log, **overrides), log)
         manifest["build"]["total_seconds"] = round(time.perf_counter() - start, 1)
-        (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        manifest = write_manifest(tmp, manifest)
     return target
 
 
@@ -112,17 +114,14 @@ def precompute_zoo(folder: Path, log=print, variants=PREFERENCE_VARIANTS, refit:
     (written atomically). A zoo ``X`` with an ``X-osrm`` twin beside it also gets the OSRM page's report."""
     import shutil
 
-    from ..export import atomic_file_write
     from ..firstview import precompute
     from ..methods.learned import PreferenceConfig
     from ..optimize import MergeData
     from ..preference import PreferenceError, fit_preference_model, load_model, save_model, shipped_path, zoo_fingerprint
-    from ..zoo import open_zoo
-
-    from ..zoo import ZooError
+    from ..zoo import ZooError, open_zoo, write_manifest
 
     folder = Path(folder)
-    zoo = open_zoo(folder, check_hashes=False)
+    zoo = open_zoo(folder, check_hashes=False, require_digest=False)  # (re)sealed below
     bad = [f for f in zoo.verify_hashes() if not f.startswith(("preference/", "results/"))]
     if bad:  # the inputs must be intact before anything is derived from them (derived files are redone)
         raise ZooError(f"zoo {zoo.name}: files changed or missing since it was built: {', '.join(bad[:5])}")
@@ -149,5 +148,5 @@ def precompute_zoo(folder: Path, log=print, variants=PREFERENCE_VARIANTS, refit:
     written = precompute(zoo, log, osrm_pair=zoo.name.endswith("-osrm") or twin is not None, osrm_twin=twin)
     manifest = json.loads((folder / "zoo.json").read_text())
     manifest["files"] = hash_files(folder)
-    atomic_file_write(folder / "zoo.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    write_manifest(folder, manifest)
     return written

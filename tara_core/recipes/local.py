@@ -293,8 +293,11 @@ def import_zoo(spec: ImportSpec, out: Path, spec_dir: Path = Path("."), overwrit
                       base=spec.measure_base, keep_given=True, anchor_limit=spec.anchor_samples, log=log)
         manifest["files"] = hash_files(tmp)
         for a in adapters.adapters:  # the user's adapter files, by absolute path
-            manifest["files"][str(weight_file(a.path))] = file_sha256(weight_file(a.path))
+            for f in (weight_file(a.path), a.path / "adapter_config.json"):
+                manifest["files"][str(f)] = file_sha256(f)
         manifest["build"]["total_seconds"] = round(time.perf_counter() - start, 1)
-        (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        from ..zoo import write_manifest
+
+        write_manifest(tmp, manifest)
     open_zoo(out)  # re-read: manifest valid, every hash matches
     return out

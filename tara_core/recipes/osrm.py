@@ -79,7 +79,9 @@ def build_osrm_zoo(zoo_name: str, out_root: Path, samples: int = 48, overwrite: 
                 task[k] = None
         manifest = finalize_manifest(tmp, manifest, log)
         manifest["build"]["total_seconds"] = round(time.perf_counter() - start, 1)
-        (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        from ..zoo import write_manifest
+
+        write_manifest(tmp, manifest)
     return target
 
 
