@@ -129,9 +129,25 @@ def _read_config(folder: Path) -> dict:
             f"{folder}: DoRA adapter (use_dora=true): its magnitude vectors are not a low-rank delta "
             "and cannot be merged as LoRA"
         )
-    for key in ("r", "lora_alpha"):
-        if key in config and (not isinstance(config[key], (int, float)) or config[key] <= 0):
-            raise AdapterError(f"{cfg_path}: {key} must be a positive number, got {config[key]!r}")
+    def positive(value, integer: bool) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if integer and not float(value).is_integer():
+            return False
+        return math.isfinite(value) and 0 < value < 2 ** 31
+
+    for key, integer in (("r", True), ("lora_alpha", False)):
+        if key in config and not positive(config[key], integer):
+            kind = "a positive integer" if integer else "a positive finite number"
+            raise AdapterError(f"{cfg_path}: {key} must be {kind}, got {config[key]!r}")
+    for key, integer in (("rank_pattern", True), ("alpha_pattern", False)):
+        patterns = config.get(key) or {}
+        if not isinstance(patterns, dict):
+            raise AdapterError(f"{cfg_path}: {key} must be an object of module pattern → value")
+        for pattern, value in patterns.items():
+            if not positive(value, integer):
+                kind = "positive integers" if integer else "positive finite numbers"
+                raise AdapterError(f"{cfg_path}: {key}[{pattern!r}] must be {kind}, got {value!r}")
     return config
 
 
@@ -153,17 +169,32 @@ def _iter_tensors(folder: Path):
             raise AdapterError(f"{st_path}: corrupt or truncated safetensors file ({exc})") from None
     elif bin_path.is_file():
         try:
-            state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-            raise AdapterError(
-                f"{bin_path}: cannot be read safely (only plain tensor checkpoints are accepted; "
-                f"loaded with weights_only=True): {str(exc).splitlines()[0]}"
-            ) from None
+            state = torch.load(bin_path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a legacy (non-zip) checkpoint cannot be memory-mapped
+            state = _load_bin(bin_path, mmap=False)
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError):
+            state = _load_bin(bin_path, mmap=False)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise AdapterError(f"{bin_path}: expected a dict of tensors")
+        for key, tensor in state.items():
+            # a pickle can declare a huge tensor over a tiny storage (stride 0): refuse before touching it
+            if tensor.numel() * tensor.element_size() > tensor.untyped_storage().nbytes() or not tensor.is_contiguous():
+                raise AdapterError(f"{bin_path}: {key} declares shape {tuple(tensor.shape)} over "
+                                   f"{tensor.untyped_storage().nbytes()} stored bytes (expanded or overlapping); refused")
         yield from state.items()
     else:
         raise AdapterError(f"{folder}: no {SAFETENSORS_NAME} or {BIN_NAME}")
+
+
+def _load_bin(path: Path, mmap: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in first or "weights_only" in first:
+            first = "it contains Python objects other than tensors"
+        raise AdapterError(f"{path.name} in {path.parent}: not a plain tensor checkpoint ({first[:120]}); "
+                           "only weights_only=True checkpoints are read") from None
 
 
 def _module_name(key: str, key_prefix: str | None) -> str:
@@ -199,7 +230,10 @@ def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | No
             raise AdapterError(f"{weights}: {key} contains NaN or Inf values")
         match = _LORA_KEY.match(_module_name(key, key_prefix))
         if match:
-            raw.setdefault(match["module"], {})[match["which"]] = tensor.float()
+            factor = tensor.float()
+            if not torch.isfinite(factor).all():  # float64 values beyond float32's range
+                raise AdapterError(f"{weights}: {key} has values too large for float32")
+            raw.setdefault(match["module"], {})[match["which"]] = factor
         else:
             extra[_module_name(key, key_prefix)] = tensor
     if not raw:

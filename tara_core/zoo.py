@@ -202,6 +202,8 @@ class Zoo:
             if t.name not in tensors:
                 raise ZooError(f"{path}: no head for task {t.name!r}")
             w = tensors[t.name].float()
+            if not torch.isfinite(w).all():
+                raise ZooError(f"{path}: head {t.name!r} has NaN or Inf values")
             # a linear head may score more classes than the task has (a shared 3-way NLI head on a 2-class task)
             if w.shape[0] != len(t.classes) and not (self.manifest.head_kind == "linear" and w.shape[0] > len(t.classes)):
                 raise ZooError(f"{path}: head {t.name!r} has {w.shape[0]} classes, manifest says {len(t.classes)}")

@@ -198,7 +198,49 @@ def test_pickle_with_code_is_refused(families, tmp_path):
             return (print, ("pwned",))
 
     torch.save({"x": Evil()}, bad / "adapter_model.bin")
-    with pytest.raises(AdapterError, match="weights_only=True"):
+    with pytest.raises(AdapterError, match="weights_only=True") as exc:
+        load_adapter(bad)
+    assert "\n" not in str(exc.value) and len(str(exc.value)) < 300  # short and literal, one line
+
+
+def test_expanded_tensor_in_a_pickle_is_refused_before_it_is_touched(families, tmp_path):
+    """2 KB on disk declaring 16384 × 16384 floats (stride 0): refused, nothing materialized."""
+    import resource
+
+    bad = _copy(families["bert"].adapters[0], tmp_path)
+    (bad / "adapter_model.safetensors").unlink()
+    module = "base_model.model.encoder.layer.0.attention.self.query"
+    torch.save({f"{module}.lora_A.weight": torch.zeros(1).expand(4, 16384),
+                f"{module}.lora_B.weight": torch.zeros(1).expand(16384, 4),
+                "base_model.model.classifier.weight": torch.zeros(1).expand(16384, 16384)},
+               bad / "adapter_model.bin")
+    assert (bad / "adapter_model.bin").stat().st_size < 10_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(AdapterError, match="expanded or overlapping"):
+        load_adapter(bad)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: no 1 GB allocation
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"lora_alpha": float("nan")}, "lora_alpha must be a positive finite number"),
+    ({"lora_alpha": float("inf")}, "lora_alpha must be a positive finite number"),
+    ({"r": 0}, "r must be a positive integer"),
+    ({"r": 2.5}, "r must be a positive integer"),
+    ({"r": True}, "r must be a positive integer"),
+    ({"alpha_pattern": {"value": float("nan")}}, "alpha_pattern"),
+    ({"rank_pattern": {"value": -1}}, "rank_pattern"),
+])
+def test_config_values_are_validated(families, tmp_path, edit, message):
+    bad = _copy(families["bert"].adapters[0], tmp_path)
+    _edit_config(bad, **edit)  # JSON accepts NaN and Infinity
+    with pytest.raises(AdapterError, match=message):
+        load_adapter(bad)
+
+
+def test_float64_beyond_float32_is_refused(families, tmp_path):
+    bad = _copy(families["bert"].adapters[0], tmp_path)
+    _edit_tensors(bad, lambda t: t.update({k: (t[k].double() * 1e300) for k in t if "lora_A" in k}))
+    with pytest.raises(AdapterError, match="too large for float32"):
         load_adapter(bad)
 
 

@@ -19,6 +19,19 @@ class UsageError(ValueError):
     pass
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_params(items: list[str] | None) -> dict:
     params = {}
     for item in items or []:

@@ -1,7 +1,7 @@
 """``diagnose``: effective-rank stacks, κ (RAW/ORTH) and ξ per layer and module (TARA.md §2–4)."""
 from __future__ import annotations
 
-from .common import UsageError, console, parse_rho, print_frame, task_indices, write_table
+from .common import UsageError, console, parse_rho, positive_int, print_frame, task_indices, write_table
 
 
 def cmd_diagnose(args) -> int:
@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--what", default="erank,kappa,xi", help="comma-separated: erank, kappa, xi")
     p.add_argument("--tasks", help="comma-separated task subset (default: all)")
     p.add_argument("--rho", help="also report κ(ρ) = κ(diag(ρ) J) for this preference")
-    p.add_argument("--batch-size", type=int, default=16, help="unlabeled inputs per task for ΔX and J")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="unlabeled inputs per task for ΔX and J")
     p.add_argument("--normalize", action="store_true", help="unit-norm atoms before stacking (erank)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write tidy rows {quantity, layer, module, value, ...}")

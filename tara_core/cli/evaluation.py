@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-from .common import (UsageError, console, method_list, method_params, out, parse_rho, print_frame, run_learned,
-                     task_indices, write_frame_to, write_json)
+from .common import (UsageError, console, method_list, method_params, out, parse_rho, positive_int, print_frame,
+                     run_learned, task_indices, write_frame_to, write_json)
 
 
 def cmd_eval(args) -> int:
@@ -122,7 +122,7 @@ def register(sub) -> None:
                    help="comma-separated method names (data-free, tara-*, adamerging-*)")
     p.add_argument("--param", action="append", metavar="[METHOD.]KEY=VALUE",
                    help="method parameter; KEY=VALUE applies to every method that takes KEY")
-    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--limit", type=positive_int, help="evaluate on the first N test examples per task")
     p.add_argument("--rho", help="task preference for data-driven methods, e.g. 0.2,0.8 (normalized)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true",
@@ -137,7 +137,7 @@ def register(sub) -> None:
                    help="data-driven methods get ρ, data-free ones the task weights N·ρ")
     p.add_argument("--param", action="append", metavar="[METHOD.]KEY=VALUE", help="method parameter")
     p.add_argument("--emphasis", type=float, default=0.5, help="ρ of the emphasized task (the others share the rest)")
-    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--limit", type=positive_int, help="evaluate on the first N test examples per task")
     p.add_argument("--bf16", action="store_true", help="evaluate under bf16 autocast (default fp32)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="write the per-task rows (.json or .csv)")
@@ -146,13 +146,13 @@ def register(sub) -> None:
     p = sub.add_parser("pareto", help="two-task Pareto fronts of several methods")
     p.add_argument("--zoo", required=True)
     p.add_argument("--tasks", required=True, help="two task names, e.g. tweet_sentiment,movie_review")
-    p.add_argument("--points", type=int, default=11, help="grid points per method (t from 1 to 0)")
+    p.add_argument("--points", type=positive_int, default=11, help="grid points per method (t from 1 to 0)")
     p.add_argument("--methods", default="ta,ties,knots-ties,adamerging-layer,tara-a,tara-b,tara-b-pareto")
-    p.add_argument("--steps", type=int, default=100, help="AdamW steps at the first (cold) point")
-    p.add_argument("--warm-steps", type=int, default=30, help="steps at every later, warm-started point")
-    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--steps", type=positive_int, default=100, help="AdamW steps at the first (cold) point")
+    p.add_argument("--warm-steps", type=positive_int, default=30, help="steps at every later, warm-started point")
+    p.add_argument("--limit", type=positive_int, help="evaluate on the first N test examples per task")
     p.add_argument("--backend", default="process", choices=("process", "local", "ray"))
-    p.add_argument("--workers", type=int, help="parallel chains (default: one per method, at most the CPUs)")
+    p.add_argument("--workers", type=positive_int, help="parallel chains (default: one per method, at most the CPUs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="optimize and evaluate under bf16 autocast (default fp32)")
     p.add_argument("--out", required=True, help="output file (.json or .csv)")
@@ -161,10 +161,10 @@ def register(sub) -> None:
     p = sub.add_parser("sensitivity", help="per-task accuracy over random ρ draws (the paper's Fig. 4)")
     p.add_argument("--zoo", required=True)
     p.add_argument("--methods", default="adamerging-layer,tara-b")
-    p.add_argument("--draws", type=int, default=5, help="ρ ~ Dirichlet(1) draws (seeded)")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--draws", type=positive_int, default=5, help="ρ ~ Dirichlet(1) draws (seeded)")
+    p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, help="evaluate on the first N test examples per task")
+    p.add_argument("--limit", type=positive_int, help="evaluate on the first N test examples per task")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the optimization (evaluation stays fp32)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="output file (.json or .csv): rows method, draw, task, rho_task, accuracy")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, console, out, parse_params, parse_rho, phi_summary, run_learned, write_json
+from .common import (UsageError, console, out, parse_params, parse_rho, phi_summary, positive_int, run_learned,
+                     write_json)
 
 
 def cmd_methods(args) -> int:
@@ -105,7 +106,7 @@ def register(sub) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--format", default="adapter", choices=("adapter", "weights"))
-    p.add_argument("--rank", type=int, help="truncation rank for full-rank results (default Σ r_i)")
+    p.add_argument("--rank", type=positive_int, help="truncation rank for full-rank results (default Σ r_i)")
     p.add_argument("--modules-to-save", default="keep-separate",
                    help="keep-separate | average | from:<adapter> | drop")
     p.add_argument("--overwrite", action="store_true")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, console, out, print_frame, write_table
+from .common import UsageError, console, out, positive_int, print_frame, write_table
 
 
 def cmd_zoo(args) -> int:
@@ -90,7 +90,7 @@ def register(sub) -> None:
     p = sub.add_parser("osrm", help="build the OSRM-initialized variant of a zoo's adapters (a new zoo)")
     p.add_argument("--zoo", required=True, help="the standard zoo (its recipe's data packages must be installed)")
     p.add_argument("--out", required=True, help="parent folder for the new zoo <name>-osrm")
-    p.add_argument("--samples", type=int, default=48, help="unlabeled val inputs per task for the second moments")
+    p.add_argument("--samples", type=positive_int, default=48, help="unlabeled val inputs per task for the second moments")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", help="write the interference rows (per module, task pair, variant, stage)")
     p.set_defaults(func=cmd_osrm)

@@ -53,14 +53,14 @@ class Param:
         except (TypeError, ValueError):
             raise MergeError(f"parameter {self.name!r}: cannot read {value!r} as {self.kind.__name__}") from None
         if self.kind in (int, float):
-            if not math.isfinite(value):
-                raise MergeError(f"parameter {self.name!r} must be finite, got {value}")
+            if not math.isfinite(value) or abs(value) > 1e30:  # beyond float32 arithmetic on the weights
+                raise MergeError(f"parameter {self.name!r} must be finite and within ±1e30, got {value}")
             if self.low is not None and value < self.low:
                 raise MergeError(f"parameter {self.name!r} must be ≥ {self.low}, got {value}")
             if self.high is not None and value > self.high:
                 raise MergeError(f"parameter {self.name!r} must be ≤ {self.high}, got {value}")
-        if self.kind is list and not all(math.isfinite(x) for x in value):
-            raise MergeError(f"parameter {self.name!r} must be finite, got {value}")
+        if self.kind is list and not all(math.isfinite(x) and abs(x) <= 1e30 for x in value):
+            raise MergeError(f"parameter {self.name!r} must be finite and within ±1e30, got {value}")
         if self.choices is not None and value not in self.choices:
             raise MergeError(f"parameter {self.name!r} must be one of {list(self.choices)}, got {value!r}")
         return value

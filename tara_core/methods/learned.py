@@ -10,7 +10,7 @@ from __future__ import annotations
 import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .base import MergeError, Param
 
@@ -19,11 +19,11 @@ class OptimizeConfig(BaseModel):
     """Settings of a data-driven merge; unknown names and out-of-range values are rejected."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(250, ge=0, description="optimization steps (the reference code: 5 epochs × 50 = 250)")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (PyTorch's default; pulls φ to 0)")
-    batch_size: int = Field(16, ge=1, description="unlabeled examples per task per step")
-    phi_init: float = Field(0.4, description="initial coefficient (0.4 = Task Arithmetic with λ = 0.4)")
+    steps: int = Field(250, ge=0, le=100_000, description="optimization steps (the reference code: 5 epochs × 50 = 250)")
+    lr: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0, le=10, description="AdamW weight decay (PyTorch's default; pulls φ to 0)")
+    batch_size: int = Field(16, ge=1, le=4096, description="unlabeled examples per task per step")
+    phi_init: float = Field(0.4, ge=-100, le=100, description="initial coefficient (0.4 = Task Arithmetic with λ = 0.4)")
     loss: Literal["entropy", "kl"] = Field(
         "entropy", description="per-task loss: predictive entropy (the paper) or KL to each adapter's own "
                                "predictions on its unlabeled inputs (distillation; no labels)")
@@ -31,14 +31,20 @@ class OptimizeConfig(BaseModel):
         "raw", description="raw: f_i − z_i (the paper); ta: max(f_i − z_i, 0) / (f_i(TA) − z_i), never negative")
     scalarization: Literal["stch", "stch-abs", "linear"] = Field(
         "stch", description="how ρ combines the task gaps: smooth Tchebycheff, with |·|, or a weighted sum")
-    alpha: float = Field(1.0, gt=0, description="STCH temperature α")
+    alpha: float = Field(1.0, gt=0, le=1000, description="STCH temperature α")
     sharpness: float = Field(1.0, ge=0.25, le=8, description="γ: the scalarization weighs the tasks by ρ^γ "
                                                             "(renormalized; 1: ρ itself)")
     seed: int = Field(0, description="seed of the data order")
-    clamp_min: float | None = Field(None, description="optional lower bound on φ (default: unconstrained)")
-    clamp_max: float | None = Field(None, description="optional upper bound on φ")
+    clamp_min: float | None = Field(None, ge=-1e6, le=1e6, description="optional lower bound on φ (default: unconstrained)")
+    clamp_max: float | None = Field(None, ge=-1e6, le=1e6, description="optional upper bound on φ")
     mode: Literal["auto", "materialized", "side"] = Field("auto", description="how each module applies ΔW(φ)")
     bf16: bool = Field(False, description="bf16 autocast of the backbone (CUDA, or a CPU with native bf16)")
+
+    @model_validator(mode="after")
+    def _clamp_order(self):
+        if self.clamp_min is not None and self.clamp_max is not None and self.clamp_min > self.clamp_max:
+            raise ValueError(f"clamp_min ({self.clamp_min}) is larger than clamp_max ({self.clamp_max})")
+        return self
 
 
 class PreferenceConfig(BaseModel):
@@ -46,10 +52,10 @@ class PreferenceConfig(BaseModel):
     the fit (Pareto set learning over ρ ~ Dirichlet), its objective, and the optional per-ρ refinement."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(400, ge=0, description="fit steps, one sampled ρ and one batch per task each")
+    steps: int = Field(400, ge=0, le=100_000, description="fit steps, one sampled ρ and one batch per task each")
     lr: float = Field(1e-2, gt=0, le=1.0, description="Adam learning rate of the model's profiles")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the profiles")
-    batch_size: int = Field(16, ge=1, description="unlabeled examples per task per step")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay of the profiles")
+    batch_size: int = Field(16, ge=1, le=4096, description="unlabeled examples per task per step")
     phi_init: float = Field(0.4, ge=-10, le=10, description="φ at uniform ρ before fitting (TA, λ = 0.4)")
     features: Literal["linear", "quadratic", "rational"] = Field(
         "linear", description="ψ(ρ): x = N ρ − 1 (linear), with x² (quadratic) or with x/(x+2) (rational)")
@@ -59,7 +65,7 @@ class PreferenceConfig(BaseModel):
     loss: Literal["entropy", "kl"] = Field("kl", description="per-task loss (see tara-b's 'loss')")
     gap: Literal["raw", "ta"] = Field("ta", description="task gap the preference weighs (see tara-b's 'gap')")
     scalarization: Literal["stch", "stch-abs", "linear"] = Field("stch", description="how ρ combines the gaps")
-    alpha: float = Field(0.1, gt=0, description="STCH temperature α")
+    alpha: float = Field(0.1, gt=0, le=1000, description="STCH temperature α")
     sharpness: float = Field(1.0, ge=0.25, le=8, description="γ: the scalarization weighs the tasks by ρ^γ "
                                                             "(renormalized; 1: ρ itself)")
     concentration: float = Field(1.0, gt=0, description="Dirichlet concentration of the sampled ρ (1: uniform)")
@@ -68,7 +74,7 @@ class PreferenceConfig(BaseModel):
     seed: int = Field(0, description="seed of the data order and the sampled ρ")
     mode: Literal["auto", "materialized", "side"] = Field("auto", description="how each module applies ΔW(φ)")
     bf16: bool = Field(False, description="bf16 autocast of the backbone (CUDA, or a CPU with native bf16)")
-    refine_steps: int = Field(0, ge=0, description="per-ρ steps warm-started from φ(ρ) (0: φ(ρ) as is)")
+    refine_steps: int = Field(0, ge=0, le=100_000, description="per-ρ steps warm-started from φ(ρ) (0: φ(ρ) as is)")
     refine_lr: float = Field(1e-2, gt=0, le=1.0, description="learning rate of the refinement steps")
     model: str | None = Field(None, description="a fitted model file (.safetensors) to use instead of the "
                                                 "zoo's shipped one or the cache")
@@ -86,6 +92,8 @@ def _parse(cls, params: dict):
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(x) for x in first["loc"]) or "parameters"
+        if not first["loc"]:  # a check across fields
+            raise MergeError(str(first["msg"]).removeprefix("Value error, ")) from None
         if first["type"] == "extra_forbidden":
             raise MergeError(f"unknown parameter {name!r}; known: {sorted(cls.model_fields)}") from None
         raise MergeError(f"parameter {name!r}: {first['msg']} (got {first.get('input')!r})") from None
