@@ -23,6 +23,14 @@ def get_zoo(name: str):
     return zoo
 
 
+@st.cache_resource
+def upload_area():
+    """This server's upload folders (leftovers of servers that are gone are removed when it starts)."""
+    from tara_core.uploads import UploadArea
+
+    return UploadArea()
+
+
 def zoo_names() -> list[str]:
     return [p.name for p in list_zoos()]
 

@@ -35,23 +35,27 @@ st.caption("Upload two or more PEFT LoRA adapters for one base model, each as a 
            "browser session only. Without task data, uploads can be inspected and merged with data-free methods.")
 files = st.file_uploader("PEFT adapter archives (.zip)", type=["zip"], accept_multiple_files=True, key="uploads")
 if files:
-    import tempfile
-    from pathlib import Path
-
+    from studio import upload_area
     from tara_core.adapters import AdapterError
-    from tara_core.uploads import extract_adapter_zip, load_uploaded_set
+    from tara_core.uploads import SessionHolder, extract_adapter_zip, load_uploaded_set, upload_name
 
-    signature = tuple((f.name, f.size) for f in files)
+    signature = tuple((f.name, f.size, f.file_id) for f in files)
     if st.session_state.get("upload_signature") != signature:
         st.session_state["upload_signature"] = signature
         st.session_state.pop("uploaded_set", None)
         st.session_state.pop("upload_error", None)
-        session_dir = Path(tempfile.mkdtemp(prefix="tara-upload-"))
+        area = upload_area()
+        if "upload_folder" in st.session_state:  # the previous upload's files go with it
+            area.discard(st.session_state.pop("upload_folder"))
+        holder = st.session_state.setdefault("upload_holder", SessionHolder())
+        session_dir = area.session_folder(holder)  # deleted when the session ends
         try:
-            names = [Path(f.name).stem for f in files]
+            names = [upload_name(f.name) for f in files]
             folders = [extract_adapter_zip(f.getvalue(), session_dir, n) for f, n in zip(files, names)]
             st.session_state["uploaded_set"] = load_uploaded_set(folders, names)
-        except AdapterError as exc:
+            st.session_state["upload_folder"] = session_dir
+        except (AdapterError, ValueError) as exc:
+            area.discard(session_dir)  # refused: nothing stays on disk
             st.session_state["upload_error"] = str(exc)
     if st.session_state.get("upload_error"):
         st.error(f"Could not use these adapters: {st.session_state['upload_error']}")

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["OutputError", "safe_name", "inside", "umask_mode", "atomic_file_write", "atomic_dir",
-           "check_output_file"]
+           "check_output_file", "pid_alive"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]{0,99}$")
 
@@ -121,7 +121,8 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -163,7 +164,7 @@ class atomic_dir:
         pattern = re.compile(rf"^\.{re.escape(self.target.name)}\.(tmp|old)-(\d+)-")
         for p in self.target.parent.iterdir():
             m = pattern.match(p.name)
-            if m and not _pid_alive(int(m.group(2))):
+            if m and not pid_alive(int(m.group(2))):
                 shutil.rmtree(p, ignore_errors=True)
 
     def __enter__(self) -> Path:
