@@ -11,6 +11,7 @@ Everything that cannot be merged as LoRA is refused with an :class:`AdapterError
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -23,9 +24,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from .keymap import KeymapError, resolve_module_names, wrapped_module
 from .lowrank import Factors
+from .safe_io import safe_name, sanitize_name
 
-__all__ = ["AdapterError", "LoraModule", "Adapter", "AdapterSet", "load_adapter", "load_adapter_set", "wrapped_module"]
+__all__ = ["AdapterError", "LoraModule", "Adapter", "AdapterSet", "load_adapter", "load_adapter_set", "canonicalize",
+           "rename_modules", "wrapped_module"]
 
 CONFIG_NAME = "adapter_config.json"
 SAFETENSORS_NAME = "adapter_model.safetensors"
@@ -83,12 +87,6 @@ class Adapter:
     @property
     def modules_to_save(self) -> list[str]:
         return list(self.config.get("modules_to_save") or [])
-
-
-def wrapped_module(module: str) -> str:
-    """The base module an adapter module name refers to: PEFT's ``.base_layer`` wrapping (the out_proj of a
-    LoRA'd ``nn.MultiheadAttention`` is ``attn.base_layer.out_proj``) dropped."""
-    return module.replace(".base_layer", "")
 
 
 def _pattern_value(patterns: dict, module: str, default):
@@ -265,7 +263,7 @@ def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | No
         scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
         modules[module] = LoraModule(B=B, A=A, scale=float(scale), weight_shape=weight_shape)
     return Adapter(
-        name=name or folder.name,
+        name=name or sanitize_name(folder.resolve().name),
         path=folder,
         config=config,
         modules=modules,
@@ -409,10 +407,35 @@ def load_adapter_set(
         raise AdapterError("no adapters given: merging needs at least one adapter")
     if names is not None and len(names) != len(paths):
         raise AdapterError(f"{len(names)} names for {len(paths)} adapters")
+    if names is not None:
+        for name in names:  # names become file names (modules_to_save/<name>.safetensors)
+            try:
+                safe_name(name, "adapter name")
+            except ValueError as exc:
+                raise AdapterError(str(exc)) from None
     adapters = [load_adapter(p, None if names is None else names[i], key_prefix) for i, p in enumerate(paths)]
     if base is not None and base_shapes is None:
-        from .keymap import canonicalize
-
         # name every module as the base does (resolved by name and shape), which also validates the shapes
         return canonicalize(build_adapter_set(adapters), base.param_shapes, module_prefix)
     return build_adapter_set(adapters, base_shapes)
+
+
+def rename_modules(adapters: AdapterSet, mapping: dict[str, str]) -> AdapterSet:
+    """The same adapters with their modules renamed (factors shared, not copied)."""
+    if all(mapping.get(m, m) == m for m in adapters.module_names):
+        return adapters
+    # the short target_modules of the config ("q_proj") could now also match another tower's modules:
+    # drop them, so an export names the renamed modules exactly
+    renamed = [dataclasses.replace(a, modules={mapping.get(m, m): lm for m, lm in a.modules.items()},
+                                   config={**a.config, "target_modules": None})
+               for a in adapters.adapters]
+    return build_adapter_set(renamed)
+
+
+def canonicalize(adapters: AdapterSet, param_shapes: dict[str, tuple[int, ...]], prefix: str = "") -> AdapterSet:
+    """Adapters renamed to the target model's module names (:func:`tara_core.keymap.resolve_module_names`)."""
+    try:
+        mapping = resolve_module_names(adapters.weight_shapes, param_shapes, prefix, adapters.fan_in_fan_out)
+    except KeymapError as exc:
+        raise AdapterError(str(exc)) from None
+    return rename_modules(adapters, mapping)

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .adapters import AdapterError, wrapped_module
+from .adapters import AdapterError
+from .keymap import wrapped_module
 
 __all__ = ["BaseWeights"]
 

@@ -4,7 +4,8 @@ Adapters name modules relative to the model PEFT wrapped when they were trained.
 adapters, for instance, were trained on CLIP's vision transformer alone (``encoder.layers.0.self_attn.q_proj``)
 while a full CLIP checkpoint names that module ``vision_model.encoder.layers.0.self_attn.q_proj`` — and also
 has a text tower with an ``encoder.layers.0.self_attn.q_proj`` of its own (TARA.md §9 renames the keys by
-hand). :func:`resolve_module_names` finds, for every adapter module, the one target module it belongs to:
+hand). :func:`resolve_module_names` (names and shapes only; :func:`tara_core.adapters.canonicalize` applies
+it to an adapter set) finds, for every adapter module, the one target module it belongs to:
 
 * candidates are the targets whose name ends with the adapter's name (the adapter was trained on a sub-model)
   or whose name the adapter's name ends with (trained on a larger model that wrapped this one);
@@ -18,11 +19,17 @@ is ignored for matching and kept in the result, and an MHA's LoRA matches its ``
 """
 from __future__ import annotations
 
-import dataclasses
+__all__ = ["KeymapError", "wrapped_module", "resolve_module_names"]
 
-from .adapters import AdapterError, AdapterSet, build_adapter_set, wrapped_module
 
-__all__ = ["resolve_module_names", "rename_modules", "canonicalize"]
+class KeymapError(ValueError):
+    """An adapter module that fits no base module, or several."""
+
+
+def wrapped_module(module: str) -> str:
+    """The base module an adapter module name refers to: PEFT's ``.base_layer`` wrapping (the out_proj of a
+    LoRA'd ``nn.MultiheadAttention`` is ``attn.base_layer.out_proj``) dropped."""
+    return module.replace(".base_layer", "")
 
 _WEIGHT_SUFFIXES = (".weight", ".in_proj_weight")
 
@@ -61,7 +68,7 @@ def resolve_module_names(
     """
     targets = _targets_from_params(param_shapes, prefix)
     if not targets:
-        raise AdapterError(f"the base model has no weights under {prefix!r} an adapter could target")
+        raise KeymapError(f"the base model has no weights under {prefix!r} an adapter could target")
     fifo = fan_in_fan_out or {}
 
     def named(stem: str) -> list[str]:
@@ -69,7 +76,7 @@ def resolve_module_names(
 
     if modules and not any(named(wrapped_module(m)) for m in modules):
         example = next(iter(modules))
-        raise AdapterError(f"none of the adapters' {len(modules)} modules exist in the base model"
+        raise KeymapError(f"none of the adapters' {len(modules)} modules exist in the base model"
                            + (f" under {prefix!r}" if prefix else "")
                            + f" (e.g. {example}); is it an adapter for a different base?")
     mapping: dict[str, str] = {}
@@ -77,7 +84,7 @@ def resolve_module_names(
         stem = wrapped_module(module)
         if stem in targets:  # exact name: nothing to resolve
             if not _fits(shape, targets[stem], fifo.get(module, False)):
-                raise AdapterError(f"module {module}: adapter delta has shape {tuple(shape)} but the base weight "
+                raise KeymapError(f"module {module}: adapter delta has shape {tuple(shape)} but the base weight "
                                    f"is {targets[stem]}")
             mapping[module] = module
             continue
@@ -92,36 +99,18 @@ def resolve_module_names(
                 mapping[module] = module[len(stem) - len(target):]
             continue
         if not candidates:
-            raise AdapterError(f"module {module}: no module of that name in the base model"
+            raise KeymapError(f"module {module}: no module of that name in the base model"
                                + (f" under {prefix!r}" if prefix else "") + " (is this adapter for another base?)")
         if not fitting:
-            raise AdapterError(f"module {module}: adapter delta has shape {tuple(shape)} but the base's "
+            raise KeymapError(f"module {module}: adapter delta has shape {tuple(shape)} but the base's "
                                f"{', '.join(candidates[:3])} {'is' if len(candidates) == 1 else 'are'} "
                                f"{', '.join(str(targets[t]) for t in candidates[:3])}")
-        raise AdapterError(f"module {module} matches several base modules of the same shape "
+        raise KeymapError(f"module {module} matches several base modules of the same shape "
                            f"({', '.join(sorted(fitting)[:4])}): give the sub-model prefix to use "
                            "(e.g. module_prefix 'vision_model.')")
     inverse: dict[str, str] = {}
     for module, target in mapping.items():
         if target in inverse:
-            raise AdapterError(f"modules {inverse[target]} and {module} both map to {target}")
+            raise KeymapError(f"modules {inverse[target]} and {module} both map to {target}")
         inverse[target] = module
     return mapping
-
-
-def rename_modules(adapters: AdapterSet, mapping: dict[str, str]) -> AdapterSet:
-    """The same adapters with their modules renamed (factors shared, not copied)."""
-    if all(mapping.get(m, m) == m for m in adapters.module_names):
-        return adapters
-    # the short target_modules of the config ("q_proj") could now also match another tower's modules:
-    # drop them, so an export names the renamed modules exactly
-    renamed = [dataclasses.replace(a, modules={mapping.get(m, m): lm for m, lm in a.modules.items()},
-                                   config={**a.config, "target_modules": None})
-               for a in adapters.adapters]
-    return build_adapter_set(renamed)
-
-
-def canonicalize(adapters: AdapterSet, param_shapes: dict[str, tuple[int, ...]], prefix: str = "") -> AdapterSet:
-    """Adapters renamed to the target model's module names (:func:`resolve_module_names`)."""
-    mapping = resolve_module_names(adapters.weight_shapes, param_shapes, prefix, adapters.fan_in_fan_out)
-    return rename_modules(adapters, mapping)

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["OutputError", "safe_name", "inside", "umask_mode", "atomic_file_write", "atomic_dir",
+__all__ = ["OutputError", "safe_name", "sanitize_name", "inside", "umask_mode", "atomic_file_write", "atomic_dir",
            "check_output_file", "pid_alive"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]{0,99}$")
@@ -40,6 +40,13 @@ def safe_name(name: str, what: str = "name") -> str:
         raise ValueError(f"{what} {shown!r} cannot be used as a file name (letters, digits and ._-+@=, only, "
                          "at most 100 characters, not starting with a dot)")
     return name
+
+
+def sanitize_name(text: str, default: str = "adapter") -> str:
+    """A safe name made from any text (a folder or file name): characters outside ``A-Za-z0-9._+@=,-`` become
+    ``_``, leading dots go, at most 100 characters."""
+    name = re.sub(r"[^A-Za-z0-9._+@=,-]", "_", text).lstrip(".")[:100]
+    return name or default
 
 
 def inside(root: str | Path, path: str | Path, what: str = "path") -> Path:

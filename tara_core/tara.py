@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .adapters import AdapterSet, wrapped_module
+from .adapters import AdapterSet
+from .keymap import wrapped_module
 from .lowrank import Factors, hconcat_svd
 
 __all__ = ["VARIANTS", "ModuleParam", "Parameterization", "build_parameterization", "choose_mode", "side_paths",

@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .adapters import AdapterError, AdapterSet, load_adapter_set
-from .safe_io import pid_alive, safe_name
+from .safe_io import pid_alive, safe_name, sanitize_name
 
 __all__ = ["MAX_UPLOAD_BYTES", "MAX_UNPACKED_BYTES", "MAX_MEMBERS", "MAX_RATIO", "UploadError",
            "extract_adapter_zip", "load_uploaded_set", "upload_name", "SessionHolder", "UploadArea"]
@@ -115,10 +115,7 @@ def load_uploaded_set(folders: list[Path], names: list[str]) -> AdapterSet:
 
 def upload_name(filename: str) -> str:
     """A safe folder name for an uploaded file: its stem with anything but ``A-Za-z0-9._+@=,-`` made ``_``."""
-    import re
-
-    stem = re.sub(r"[^A-Za-z0-9._+@=,-]", "_", PurePosixPath(filename.replace("\\", "/")).stem).lstrip(".")
-    return stem[:100] or "adapter"
+    return sanitize_name(PurePosixPath(filename.replace("\\", "/")).stem)
 
 
 class SessionHolder:

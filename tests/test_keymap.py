@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tara_core.adapters import AdapterError
-from tara_core.keymap import resolve_module_names
+from tara_core.keymap import KeymapError, resolve_module_names
 
 CLIP = {  # a CLIP with a 512-wide text tower and a 768-wide vision tower (ViT-B/32)
     "text_model.encoder.layers.0.self_attn.q_proj.weight": (512, 512),
@@ -39,7 +38,7 @@ def test_same_shapes_are_ambiguous_unless_a_prefix_is_given():
                    "transformer.resblocks.0.attn.base_layer.out_proj": "visual.transformer.resblocks.0.attn.base_layer.out_proj"}
     two_towers = {k: v for k, v in CLIP.items() if "q_proj" in k} | {
         "text_model.encoder.layers.0.self_attn.q_proj.weight": (768, 768)}
-    with pytest.raises(AdapterError, match="several base modules"):
+    with pytest.raises(KeymapError, match="several base modules"):
         resolve_module_names({"encoder.layers.0.self_attn.q_proj": (768, 768)}, two_towers)
 
 
@@ -49,9 +48,9 @@ def test_adapters_of_a_larger_model_lose_their_extra_prefix():
 
 
 def test_errors_name_the_problem():
-    with pytest.raises(AdapterError, match="none of the adapters' 1 modules exist"):
+    with pytest.raises(KeymapError, match="none of the adapters' 1 modules exist"):
         resolve_module_names({"decoder.block.0.q": (8, 8)}, CLIP)
-    with pytest.raises(AdapterError, match=r"shape \(700, 700\)"):
+    with pytest.raises(KeymapError, match=r"shape \(700, 700\)"):
         resolve_module_names({"encoder.layers.0.self_attn.q_proj": (700, 700),
                               "model.layers.0.self_attn.q_proj": (64, 64)}, CLIP)
 

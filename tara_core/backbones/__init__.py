@@ -20,7 +20,7 @@ from typing import Iterator, Protocol
 import torch
 import torch.nn.functional as F
 
-from ..adapters import wrapped_module
+from ..keymap import wrapped_module
 
 __all__ = ["Backbone", "TaskHead", "register_base", "base_parameters", "delta_weights", "module_inputs", "weight_name", "supports_side_path"]
 

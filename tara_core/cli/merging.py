@@ -34,8 +34,8 @@ def _inputs(args):
     from ..zoo import open_zoo
 
     if args.zoo:
-        if args.adapters:
-            raise UsageError("give either --zoo or --adapters, not both")
+        if args.adapters or args.names:
+            raise UsageError("give either --zoo or --adapters (with --names), not both")
         zoo = open_zoo(args.zoo)
         return BaseWeights.from_path(zoo.base_path), zoo.adapters
     if not args.adapters:
