@@ -147,7 +147,8 @@ class atomic_dir:
         self.target = Path(target)
         self.overwrite = overwrite
 
-    def _check_target(self) -> None:
+    def check(self) -> None:
+        """Refuse a target that cannot be written (callable early, before any work)."""
         name = self.target.name
         if name in ("", ".", "..") or str(self.target).rstrip("/").endswith(("/.", "/..")) or self.target == Path("."):
             raise OutputError(f"{str(self.target)!r} is not a new folder name; give the folder to create, e.g. merged/")
@@ -175,7 +176,7 @@ class atomic_dir:
                 shutil.rmtree(p, ignore_errors=True)
 
     def __enter__(self) -> Path:
-        self._check_target()
+        self.check()
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             fd = self._lock()

@@ -1,8 +1,6 @@
 """``methods`` and ``merge``: list the registered methods; merge adapters and write a PEFT adapter."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from .common import (UsageError, console, out, parse_params, parse_rho, phi_summary, positive_int, run_learned,
                      write_json)
 
@@ -47,7 +45,8 @@ def _inputs(args):
 
 def cmd_merge(args) -> int:
     from ..base import BaseWeights
-    from ..export import ExportError, export
+    from ..export import export
+    from ..safe_io import atomic_dir, check_output_file
     from ..methods import get_method, merge
     from ..zoo import open_zoo
 
@@ -55,9 +54,10 @@ def cmd_merge(args) -> int:
     params = parse_params(args.param)
     if args.seed is not None and any(p.name == "seed" for p in spec.params):
         params.setdefault("seed", args.seed)
-    spec.resolve(params)  # fail on bad parameters before loading anything
-    if Path(args.out).exists() and not args.overwrite:
-        raise ExportError(f"{args.out} already exists; choose another folder or pass --overwrite")
+    spec.resolve(params)  # fail on bad parameters and unwritable outputs before loading anything
+    atomic_dir(args.out, args.overwrite).check()
+    if args.json:
+        check_output_file(args.json)
     rho = parse_rho(args.rho)
     extra = {}
     if spec.data_driven:
