@@ -61,28 +61,21 @@ def cached_individual(zoo_name: str, tasks: tuple[int, ...], limit: int | None, 
     return individual(get_zoo(zoo_name), list(tasks), limit, bf16)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _preference(zoo_name: str, method: str, tasks: tuple[int, ...], _progress=None):
+def preference_model(zoo_name: str, method: str, tasks: tuple[int, ...]):
+    """(model, file) of a preference method for the selected tasks: shipped or cached on disk, else fitted once
+    (minutes, with a progress bar); the opened zoo (shared by every session) keeps it in memory after that."""
     from tara_core.methods import get_method
     from tara_core.preference import preference_model_for
 
-    zoo = get_zoo(zoo_name)
-    variant = get_method(method).preference_of
-    model, path = preference_model_for(zoo, variant, list(tasks), param=get_param(zoo_name, variant, tasks),
-                                       progress=_progress)
-    return model, path
-
-
-def preference_model(zoo_name: str, method: str, tasks: tuple[int, ...]):
-    """(model, file) of a preference method for the selected tasks: shipped or cached on disk, else fitted once
-    (minutes, with a progress bar) and kept for every session."""
     bar = st.empty()
 
     def progress(step, total, record):
         bar.progress(step / total, text=f"Fitting the preference model for these tasks (once): step {step}/{total}")
 
+    variant = get_method(method).preference_of
     with optimization_lock():
-        out = _preference(zoo_name, method, tasks, progress)
+        out = preference_model_for(get_zoo(zoo_name), variant, list(tasks), param=get_param(zoo_name, variant, tasks),
+                                   progress=progress)
     bar.empty()
     return out
 

@@ -99,12 +99,16 @@ def optimized_phi():
         steps = int(warm_steps if warm is not None else cold_steps)
         bar = st.progress(0.0, text=f"{'warm' if warm is not None else 'cold'} start: optimizing φ...")
         start = time.perf_counter()
+        def keep_latest(phi, step):  # an interrupted run (the next slider move) still advances the warm start
+            store[(base_key, "last")] = {"phi": phi, "how": f"interrupted after {step} steps"}
+
         with optimization_lock():
             _, record = run_method(zoo, method, {"steps": steps, "batch_size": int(batch_size), "seed": seed,
                                                  "bf16": bf16}, rho=rho, tasks=tasks, warm_start=warm,
                                    param=get_param(zoo.name, method, tuple(tasks)),
                                    progress=lambda s, t, r: bar.progress(s / t, text=f"step {s}/{t} · objective "
-                                                                                      f"{r['loss']:.4f}"))
+                                                                                      f"{r['loss']:.4f}"),
+                                   on_best=keep_latest)
         bar.empty()
         entry = {"phi": record.phi, "how": f"{record.steps_run} {'warm' if warm is not None else 'cold'} steps in "
                                            f"{time.perf_counter() - start:.1f} s"}
@@ -137,7 +141,9 @@ def draw(acc: dict, n: int, final: bool, box) -> None:
                   help="Mean over tasks of 100 · merged accuracy / the task's own adapter's accuracy, both on the "
                        "same test examples")
         m2.metric("ρ-weighted normalized accuracy", f"{sum(r * v for r, v in zip(rho, norm)):.1f} %")
-        st.caption(f"On the first {n} test examples per task" + ("" if final else f" — computing on {limit}…"))
+        available = min(len(zoo.data[i].test_labels) for i in tasks)
+        st.caption(f"On the first {min(n, available)} test examples per task"
+                   + ("" if final else f" — computing on {min(int(limit), available)}…"))
         rows = [{"task": t, "model": label, "normalized accuracy (%)": 100 * a[t] / individual[t], "accuracy (%)": a[t]}
                 for t in names for label, a in ((method, acc), ("TA (λ=0.4)", ta))]
         fig = px.bar(pd.DataFrame(rows), x="task", y="normalized accuracy (%)", color="model", barmode="group",
@@ -208,9 +214,10 @@ if spec.data_driven:
     st.session_state["current_merge"] = {"zoo": zoo.name, "method": method, "tasks": tuple(tasks), "merge": merged}
     st.caption(f"φ for ρ = ({', '.join(f'{r:.2f}' for r in rho)}): {how}")
     box = st.empty()
+    available = min(len(zoo.data[i].test_labels) for i in tasks)
     quick = int(min(preview, limit))
-    draw(evaluations(merged, quick), quick, quick >= limit, box)
-    if quick < limit:
+    draw(evaluations(merged, quick), quick, quick >= min(limit, available), box)
+    if quick < min(limit, available):
         draw(evaluations(merged, int(limit)), int(limit), True, box)
     phi_panel(phi, param)
     download(merged)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import ROOT, chromium_page, goto_page, move_slider, streamlit_server, wait_for_new_text, wait_idle
+from browser import CHROMIUM_ARGS, ROOT, chromium_page, goto_page, move_slider, streamlit_server, wait_for_new_text, wait_idle
 from zoo_fixture import build_tiny_zoo
 
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
@@ -62,3 +62,36 @@ def test_every_page_in_chromium(tmp_path):
             assert not page.locator("[data-testid=stException]").count(), title
             page.screenshot(path=str(SHOTS / f"{title.lower()}.png"), full_page=True)
     assert {p.name for p in SHOTS.glob("*.png")} >= {"adapters.png", "merge.png", "coverage.png", "pareto.png"}
+
+
+def test_concurrent_sessions_in_chromium(tmp_path):
+    """Two browser sessions moving sliders on the Merge page of one server at the same time: no exception in
+    either, and each shows the merge of its own ρ."""
+    from browser import metric_value
+
+    root = tmp_path / "zoos"
+    build_tiny_zoo(root)
+    env = {"TARA_ZOO_PATH": str(root), "TARA_DEFAULT_ZOO": "tiny-text"}
+    from playwright.sync_api import sync_playwright
+
+    with streamlit_server(env) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        try:
+            pages = [browser.new_context().new_page() for _ in range(2)]
+            for page in pages:
+                page.goto(url)
+                page.get_by_text("Adapters · tiny-text").wait_for(timeout=120_000)
+                goto_page(page, "Merge")
+            for page in pages:
+                page.get_by_text("average normalized accuracy").wait_for(timeout=180_000)
+            for _ in range(3):  # interleaved moves: the sessions' reruns overlap on the shared model
+                for i, page in enumerate(pages):
+                    move_slider(page, f"task{i}", 3)
+            for page in pages:
+                wait_idle(page, timeout=180_000)
+                assert not page.locator("[data-testid=stException]").count()
+                assert metric_value(page, "average normalized accuracy") > 0
+            captions = [page.get_by_text("φ for ρ =").inner_text() for page in pages]
+            assert captions[0] != captions[1]  # each session kept its own ρ
+        finally:
+            browser.close()
