@@ -32,6 +32,8 @@ class BaseWeights:
     def __init__(self, shapes: dict[str, tuple[int, ...]], loader):
         self._shapes = shapes
         self._loader = loader
+        self.source = None  # tara_core.hub.Source of a model read from disk (provenance)
+        self.files: list = []  # its weight files
         self._suffix_index: dict[str, list[str]] = defaultdict(list)
         for key in shapes:
             parts = key.split(".")
@@ -46,8 +48,15 @@ class BaseWeights:
 
     @classmethod
     def from_path(cls, path: str | Path) -> "BaseWeights":
-        """A HF model folder (single or sharded safetensors/bin) or one checkpoint file (e.g. open_clip)."""
-        path = Path(path)
+        """A HF model folder (single or sharded safetensors/bin), one checkpoint file (e.g. open_clip), or a
+        Hugging Face id in the local cache (:func:`tara_core.hub.resolve`)."""
+        from .hub import HubError, resolve
+
+        try:
+            source = resolve(path, "base model")
+        except HubError as exc:
+            raise AdapterError(str(exc)) from None
+        path = source.path
         files: list[Path]
         if path.is_file():
             files = [path]
@@ -78,7 +87,9 @@ class BaseWeights:
                 cache[f] = _load_bin(f)
             return cache[f][key]
 
-        return cls(shapes, load)
+        weights = cls(shapes, load)
+        weights.source, weights.files = source, files
+        return weights
 
     # ---- lookup -------------------------------------------------------------------------------------
     def key_for(self, module: str) -> str | None:

@@ -190,6 +190,7 @@ def preference_sensitivity(zoo, methods: Sequence[str] = ("adamerging-layer", "t
     spreads; one that ignores it does not. Rows: method, draw, task, rho_task, accuracy (fp32 evaluation;
     ``bf16`` only speeds up the optimization)."""
     from .evaluate import evaluate
+    from .methods import get_method
     from .run import run_method
 
     zoo = _open(zoo)
@@ -198,7 +199,8 @@ def preference_sensitivity(zoo, methods: Sequence[str] = ("adamerging-layer", "t
     rows = []
     for m in methods:
         for d, rho in enumerate(rhos):
-            result, _ = run_method(zoo, m, {"steps": steps, "bf16": bf16}, rho=rho)
+            per_rho = {} if get_method(m).preference_of else {"steps": steps}  # a preference model is fitted once
+            result, _ = run_method(zoo, m, {**per_rho, "bf16": bf16}, rho=rho)
             acc = evaluate(zoo, result, limit=limit)
             for i, task in enumerate(zoo.task_names):
                 rows.append({"method": m, "draw": d, "task": task, "rho_task": rho[i], "accuracy": acc[task]})

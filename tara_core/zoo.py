@@ -29,7 +29,13 @@ from .adapters import AdapterError, AdapterSet, file_sha256, load_adapter_set
 from .backbones import TaskHead
 from .safe_io import atomic_file_write, inside, safe_name
 
-REPO_ZOOS = Path(__file__).resolve().parents[1] / "zoos"
+def _shipped_zoos() -> Path:
+    """The demo zoos: ``zoos/`` of a checkout (or an editable install), else the copy inside the wheel."""
+    checkout = Path(__file__).resolve().parents[1] / "zoos"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "_zoos"
+
+
+REPO_ZOOS = _shipped_zoos()
 
 __all__ = ["ZooError", "ZooManifest", "Zoo", "TaskData", "zoo_paths", "list_zoos", "open_zoo", "file_sha256"]
 

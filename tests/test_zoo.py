@@ -242,3 +242,31 @@ def test_shipped_adapter_configs_are_canonical(name, tmp_path):
     copy_root = tmp_path / name
     shutil.copytree(REPO_ZOOS / name / "adapters", copy_root / "adapters")
     assert canonicalize_adapter_configs(copy_root) == []
+
+
+def test_precompute_ships_the_preference_model_and_first_views(tiny_zoo, tmp_path, monkeypatch):
+    from tara_core import firstview
+    from tara_core.recipes import precompute_zoo
+
+    folder = tmp_path / "tiny-text"
+    shutil.copytree(tiny_zoo, folder)
+    monkeypatch.setattr(firstview, "DEFAULTS", {**firstview.DEFAULTS, "merge": {"method": "tara-b-pareto",
+                                                                              "preview": 5, "limit": 10},
+                                                "pareto": {**firstview.DEFAULTS["pareto"], "steps": 5}})
+    from tara_core.methods.learned import PreferenceConfig
+    monkeypatch.setattr(PreferenceConfig.model_fields["steps"], "default", 5)
+    precompute_zoo(folder, log=lambda *a: None)
+    logs = []
+    written = precompute_zoo(folder, log=logs.append)  # again: the fitted model is kept
+    assert any("up to date" in line for line in logs)
+    zoo = open_zoo(folder)  # sealed and every new file listed
+    assert {"preference/tara-b.safetensors", "preference/tara-b.json"} <= set(zoo.manifest.files)
+    assert written and all(w in zoo.manifest.files for w in written)
+    # the first views are read from the shipped files: nothing is merged or evaluated
+    import tara_core.run as run
+
+    monkeypatch.setattr(run, "run_method", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
+    n = len(zoo.task_names)
+    assert firstview.evaluation(zoo, "tara-b-pareto", rho=[1 / n] * n, limit=10)["accuracy"]
+    assert firstview.evaluation(zoo, "ta", limit=10)["accuracy"]
+    assert len(firstview.coverage_frame(zoo)) > 0

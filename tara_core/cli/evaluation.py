@@ -79,7 +79,7 @@ def cmd_steer(args) -> int:
 
 
 def cmd_pareto(args) -> int:
-    from ..pareto import pareto_front
+    from ..pareto import hypervolume, pareto_front
     from ..zoo import open_zoo
 
     zoo = open_zoo(args.zoo, device=args.device)
@@ -93,6 +93,9 @@ def cmd_pareto(args) -> int:
                           warm_steps=args.warm_steps, limit=args.limit, backend=args.backend, workers=args.workers,
                           bf16=args.bf16)
     print_frame(df[["method", "t", "acc_a", "acc_b", "on_front", "seconds"]], f"{zoo.name}: {args.tasks} front")
+    curves = df[~df.method.str.startswith("individual")]
+    hv = curves.groupby("method", sort=False).apply(lambda g: hypervolume(g.acc_a, g.acc_b), include_groups=False)
+    print_frame(hv.rename("hypervolume").reset_index(), "hypervolume of each front above (0, 0), accuracy² (larger: better)")
     write_frame_to(df, args.out)
     return 0
 

@@ -16,7 +16,7 @@ from ..export import atomic_dir
 __all__ = ["RECIPES", "build_zoo", "canonicalize_adapter_configs", "finalize_manifest", "measure_tasks", "hash_files",
            "precompute_zoo", "PREFERENCE_VARIANTS"]
 
-PREFERENCE_VARIANTS = ("tara-b", "tara-a")
+PREFERENCE_VARIANTS = ("tara-b",)  # the Merge page's default; tara-a-pareto is fitted on first use
 
 
 def _demo_text(out, log, **kw):

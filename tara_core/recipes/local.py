@@ -108,8 +108,14 @@ def load_spec(path: str | Path) -> ImportSpec:
 
 
 def _resolve(path: str, relative_to: Path) -> Path:
+    """A spec path (relative to the spec's folder), or a Hugging Face id found in the local cache."""
+    from ..hub import looks_like_hub_id, resolve
+
     p = Path(path).expanduser()
-    return p if p.is_absolute() else (relative_to / p).resolve()
+    candidate = p if p.is_absolute() else (relative_to / p).resolve()
+    if not candidate.exists() and looks_like_hub_id(str(path)):
+        return resolve(str(path)).path
+    return candidate
 
 
 # ---- data -------------------------------------------------------------------------------------------
