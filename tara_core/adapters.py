@@ -332,6 +332,16 @@ class AdapterSet:
         return rows
 
 
+def check_same_base(adapters: list[Adapter]) -> None:
+    """Refuse adapters whose configs name different base models (``base_model_name_or_path``, where given):
+    their module names may coincide while the models differ (a GPT-2 and a LLaMA adapter)."""
+    named = {a.name: str(a.config.get("base_model_name_or_path")).rstrip("/") for a in adapters
+             if a.config.get("base_model_name_or_path")}
+    if len(set(named.values())) > 1:
+        pairs = ", ".join(f"{k}: {v}" for k, v in list(named.items())[:3])
+        raise AdapterError(f"the adapters name different base models ({pairs}); merge adapters of one base")
+
+
 def build_adapter_set(adapters: list[Adapter], base_shapes: dict[str, tuple[int, ...]] | None = None) -> AdapterSet:
     """Validate that ``adapters`` can be merged together (and onto a base, when its shapes are given)."""
     if not adapters:
@@ -344,6 +354,7 @@ def build_adapter_set(adapters: list[Adapter], base_shapes: dict[str, tuple[int,
     names = [a.name for a in adapters]
     if len(set(names)) != len(names):
         raise AdapterError(f"adapter names must be unique, got {names}")
+    check_same_base(adapters)
 
     shapes: dict[str, tuple[int, int]] = {}
     weight_shapes: dict[str, tuple[int, ...]] = {}

@@ -28,6 +28,7 @@ from .adapters import PEFT_PREFIX, AdapterSet
 from .base import BaseWeights
 from .lowrank import Factors, thin_svd
 from .methods import MergeResult
+from .provenance import adapter_inputs
 from .safe_io import OutputError, atomic_dir, atomic_file_write, safe_name
 
 __all__ = ["ExportError", "export", "library_versions", "atomic_dir", "atomic_file_write"]
@@ -137,6 +138,15 @@ def _modules_to_save(adapter_set: AdapterSet, policy: str) -> tuple[dict, dict[s
     if policy == "keep-separate":
         report["result"] = "differ between adapters: each adapter's copy written to modules_to_save/<adapter>.safetensors"
         side = {a.name: {f"{PEFT_PREFIX}{k}": v for k, v in a.extra_tensors.items()} for a in owners}
+        if adapter_set.adapters[0].config.get("task_type") == "SEQ_CLS":
+            # PEFT's sequence classifier always loads a head from the adapter: ship the first adapter's, say so
+            first = owners[0]
+            report["result"] += f"; the adapter itself carries {first.name}'s copy (PEFT loads one head)"
+            report["warning"] = (f"the adapters' classifier heads differ: the merged adapter loads with "
+                                 f"{first.name}'s head, and every adapter's own head is in "
+                                 "modules_to_save/<adapter>.safetensors; pick one with --modules-to-save "
+                                 "from:<adapter>, or average | drop")
+            return {f"{PEFT_PREFIX}{k}": v for k, v in first.extra_tensors.items()}, side, report
         return {}, side, report
     if policy == "average":
         missing = [a.name for a in adapter_set.adapters if set(a.extra_tensors) != set(keys)]
@@ -161,28 +171,90 @@ def _target_modules(adapter_set: AdapterSet, modules: list[str]):
     return "(" + "|".join(re.escape(m) for m in modules) + ")"
 
 
-def _adapter_config(adapter_set: AdapterSet, ranks: dict[str, int], modules_to_save: list[str] | None) -> dict:
+def _adapter_config(adapter_set: AdapterSet, ranks: dict[str, int], modules_to_save: list[str] | None,
+                    base_id: str | None):
+    """PEFT's own :class:`~peft.LoraConfig` for the merged adapter: the first adapter's task type and revision,
+    the merged ranks (per module via ``rank_pattern``; ``lora_alpha`` = rank so every scale is 1), no rsLoRA,
+    DoRA or dropout, and ``base_model_name_or_path`` = the base's portable Hub id (never a local path)."""
+    from peft import LoraConfig
+
     first = adapter_set.adapters[0].config
     r = max(ranks.values())
     pattern = {re.escape(m): k for m, k in ranks.items() if k != r}
-    return {
-        "peft_type": "LORA",
-        "task_type": first.get("task_type"),
-        "base_model_name_or_path": first.get("base_model_name_or_path"),
-        "r": r,
-        "lora_alpha": r,
-        "rank_pattern": pattern,
-        "alpha_pattern": dict(pattern),
-        "target_modules": _target_modules(adapter_set, list(ranks)),
-        "lora_dropout": 0.0,
-        "fan_in_fan_out": any(adapter_set.fan_in_fan_out.values()),
-        "bias": "none",
-        "use_rslora": False,
-        "use_dora": False,
-        "modules_to_save": modules_to_save or None,
-        "inference_mode": True,
-        "init_lora_weights": True,
-    }
+    return LoraConfig(
+        task_type=first.get("task_type"),
+        revision=first.get("revision"),
+        base_model_name_or_path=base_id,
+        r=r,
+        lora_alpha=r,
+        rank_pattern=pattern,
+        alpha_pattern=dict(pattern),
+        target_modules=_target_modules(adapter_set, list(ranks)),
+        lora_dropout=0.0,
+        fan_in_fan_out=any(adapter_set.fan_in_fan_out.values()),
+        bias="none",
+        use_rslora=False,
+        use_dora=False,
+        modules_to_save=modules_to_save or None,
+        inference_mode=True,
+        init_lora_weights=True,
+    )
+
+
+CARD = """---
+{card_data}
+---
+
+# {title}
+
+A LoRA adapter merged by [TARA Studio](https://arxiv.org/abs/2603.26299) with **{method}** from {n} adapters
+({names}). Load it with PEFT: `PeftModel.from_pretrained(base, "<this folder>")`{auto}.
+
+| | |
+|---|---|
+| method | {method} — {method_title} |
+| parameters | {params} |
+| preference ρ | {rho} |
+| seed | {seed} |
+| rank | {rank} |
+| truncation | {truncation} |
+| base | {base} |
+
+## Inputs
+
+{inputs}
+
+`merge.json` next to this card records every input's SHA-256, the exact recipe and the library versions;
+`tara-studio merge --from merge.json --out DIR` re-runs it.
+"""
+
+
+def _model_card(manifest: dict, config, result: MergeResult) -> str:
+    """README.md through huggingface_hub's ModelCard (its metadata header is what the Hub indexes)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from .methods import get_method
+
+    exp = manifest.get("export", {})
+    err = exp.get("truncation_relative_error", {})
+    truncation = ("exact (factored, no truncation)" if exp.get("exact", True)
+                  else f"SVD to rank ≤ {exp.get('max_rank')}: relative Frobenius error max {err.get('max', 0):.3g}, "
+                       f"mean {err.get('mean', 0):.3g}")
+    data = ModelCardData(library_name="peft", base_model=config.base_model_name_or_path,
+                         tags=["lora", "model-merging", "tara-studio", result.method])
+    params = {k: v for k, v in result.params.items() if k != "rho" and v is not None}
+    text = CARD.format(
+        card_data=data.to_yaml(), title=f"{result.method} merge of {len(result.adapter_names)} LoRA adapters",
+        method=result.method, method_title=get_method(result.method).title, n=len(result.adapter_names),
+        names=", ".join(result.adapter_names),
+        auto=(" or `AutoPeftModel.from_pretrained(\"<this folder>\")`" if config.base_model_name_or_path else ""),
+        params=", ".join(f"{k}={v}" for k, v in params.items()) or "defaults",
+        rho=", ".join(f"{r:.3g}" for r in manifest["rho"]) if manifest.get("rho") else "— (not used by this method)",
+        seed=manifest.get("seed"), rank=exp.get("max_rank", "—"), truncation=truncation,
+        base=config.base_model_name_or_path or "(a local model: no portable id; see merge.json)",
+        inputs="\n".join(f"- `{a['name']}`: {a.get('hub_id') or a['path']} (weights {a['sha256'][:12]}…)"
+                         for a in manifest["adapters"]))
+    return str(ModelCard(text))
 
 
 def export(
@@ -196,6 +268,7 @@ def export(
     modules_to_save: str = "keep-separate",
     overwrite: bool = False,
     extra_manifest: dict | None = None,
+    base_id: str | None = None,
 ) -> dict:
     """Write ``result`` to ``out_dir`` atomically and return the manifest written as ``merge.json``.
 
@@ -209,6 +282,7 @@ def export(
         modules_to_save: policy for non-LoRA tensors (module docstring).
         overwrite: replace an existing ``out_dir``.
         extra_manifest: more provenance for ``merge.json`` (ρ, learned-coefficient summaries...).
+        base_id: the base's portable Hub id for ``base_model_name_or_path`` (:func:`~tara_core.provenance.portable_base_id`).
     """
     if format not in ("adapter", "weights"):
         raise ExportError(f"unknown export format {format!r}; use 'adapter' or 'weights'")
@@ -220,9 +294,7 @@ def export(
         "method": result.method,
         "params": result.params,
         "seed": result.params.get("seed"),
-        "adapters": [
-            {"name": a.name, "path": str(a.path), "sha256": a.sha256} for a in adapter_set.adapters
-        ],
+        "adapters": adapter_inputs(adapter_set),
         "library_versions": library_versions(),
         "format": format,
     }
@@ -237,18 +309,20 @@ def export(
             tensors, ranks, errors = _adapter_tensors(result, adapter_set, rank)
             tensors.update(mts_tensors)
             kept = mts_report["modules_to_save"] if mts_tensors else None
-            config = _adapter_config(adapter_set, ranks, kept)
-            save_file(tensors, str(tmp / "adapter_model.safetensors"))
-            (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
+            config = _adapter_config(adapter_set, ranks, kept, base_id)
+            save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+            config.save_pretrained(str(tmp))  # PEFT's own writer (it records peft_version)
             manifest["export"] = {
                 "exact": not errors,
                 "max_rank": max(ranks.values()),
+                "base_model_name_or_path": base_id,
                 "truncation_relative_error": {
                     "max": max(errors.values()) if errors else 0.0,
                     "mean": sum(errors.values()) / len(errors) if errors else 0.0,
                     "per_module": errors,
                 },
             }
+            (tmp / "README.md").write_text(_model_card(manifest, config, result))
         else:
             weights = {}
             for module in result.deltas:
@@ -258,16 +332,17 @@ def export(
                 if result.fan_in_fan_out.get(module):
                     delta = delta.T
                 weights[key] = (w0 + delta.reshape(w0.shape)).contiguous()
-            save_file(weights, str(tmp / "merged_weights.safetensors"))
+            save_file(weights, str(tmp / "merged_weights.safetensors"), metadata={"format": "pt"})
             manifest["export"] = {"exact": True, "keys": len(weights)}
         if side_files:
             (tmp / "modules_to_save").mkdir()
             for name, tensors in side_files.items():
                 safe_name(name, "adapter name")
-                save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "modules_to_save" / f"{name}.safetensors"))
+                save_file({k: v.contiguous() for k, v in tensors.items()},
+                          str(tmp / "modules_to_save" / f"{name}.safetensors"), metadata={"format": "pt"})
         if result.coefficients:
             save_file({k: v.detach().float().contiguous() for k, v in result.coefficients.items()},
-                      str(tmp / "phi.safetensors"))
+                      str(tmp / "phi.safetensors"), metadata={"format": "pt", "method": result.method})
         (tmp / "merge.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
     return manifest
 

@@ -54,6 +54,7 @@ class BaseSource(_Strict):
     source: Literal["package", "zoo", "path"]
     package: str | None = None
     path: str
+    hub_id: str | None = None  # the same model's Hugging Face id, what exported adapters name as their base
 
     def resolve(self, zoo_dir: Path) -> Path:
         if self.source == "package":

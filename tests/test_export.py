@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 import torch
@@ -129,3 +130,35 @@ def test_failure_midway_leaves_nothing(families, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="disk full"):  # one line for the user, not a traceback
         export(merge(aset, "ta"), aset, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_classifier_adapters_load_with_the_default_head_policy(families, tmp_path):
+    """SEQ_CLS adapters with different heads: the default export loads in PEFT (the heads go to side files,
+    and the console explains it) — it used to raise KeyError on load."""
+    fam = families["llama"]
+    aset = load_adapter_set(fam.adapters)
+    m = export(merge(aset, "ta"), aset, tmp_path / "out")
+    assert "differ" in m["modules_to_save"]["result"]
+    model = _peft_load(fam.model, tmp_path / "out")
+    assert model.peft_config["default"].task_type == "SEQ_CLS"
+
+
+def test_export_is_peft_config_with_card_and_metadata(families, tmp_path):
+    from huggingface_hub import ModelCard
+    from peft import LoraConfig
+    from safetensors import safe_open
+
+    aset = load_adapter_set(families["bert"].adapters)
+    export(merge(aset, "ta"), aset, tmp_path / "o", base_id="org/tiny-bert")
+    cfg = LoraConfig.from_pretrained(tmp_path / "o")
+    assert cfg.base_model_name_or_path == "org/tiny-bert" and cfg.peft_version
+    raw = json.loads((tmp_path / "o" / "adapter_config.json").read_text())
+    assert "peft_version" in raw and "revision" in raw
+    card = ModelCard.load(tmp_path / "o" / "README.md")
+    assert card.data.base_model == "org/tiny-bert" and "ta" in card.data.tags and "exact" in card.text
+    with safe_open(str(tmp_path / "o" / "adapter_model.safetensors"), "pt") as fh:
+        assert fh.metadata() == {"format": "pt"}
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()}
+    assert set(modes.values()) == {0o666 & ~mask}, modes  # every file the umask's way, safetensors too

