@@ -117,7 +117,7 @@ def osrm_report(std, osrm, samples: int = 32) -> pd.DataFrame:
 
     return cached_result(std, "osrm-interference", {"osrm": osrm.name, "osrm_fingerprint": zoo_fingerprint(osrm),
                                                     "samples": samples},
-                         lambda: interference_report(str(std.folder), str(osrm.folder), samples=samples))
+                         lambda: interference_report(std, osrm, samples=samples))
 
 
 def osrm_configs() -> list[tuple[str, dict | None, str]]:

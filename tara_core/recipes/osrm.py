@@ -105,21 +105,25 @@ def _initial_As(zoo, t: int, cfg: dict, moments, osrm: bool) -> dict:
             for m in zoo.adapters.module_names}
 
 
-def interference_report(standard: str, osrm: str, samples: int = 48):
+def interference_report(standard, osrm, samples: int = 48):
     """Input interference before/after fine-tuning and output interference after, standard vs OSRM adapters
-    (one row per adapter task t, data task j ≠ t, module, variant, stage); moments from the val split."""
+    (one row per adapter task t, data task j ≠ t, module, variant, stage); moments from the val split.
+    ``standard``/``osrm``: zoo names, folders or opened zoos."""
     import pandas as pd
 
     from ..diagnostics import split_module_name
     from ..osrm import input_interference, interference_table
     from ..zoo import open_zoo
 
+    def opened(z):
+        return z if hasattr(z, "manifest") else open_zoo(z)
+
     frames = []
-    std_zoo = open_zoo(standard)
+    std_zoo = opened(standard)
     moments = [collect_second_moments(std_zoo.backbone, d.val[:samples], std_zoo.adapters.module_names)
                for d in std_zoo.data]
-    for label, name in (("standard", standard), ("osrm", osrm)):
-        zoo = open_zoo(name)
+    for label, ref in (("standard", std_zoo), ("osrm", osrm)):
+        zoo = opened(ref)
         after = interference_table(zoo.adapters, moments, label).assign(stage="after fine-tuning")
         frames.append(after)
         cfg = zoo.manifest.build["config"]
