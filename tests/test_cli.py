@@ -61,7 +61,7 @@ def test_bad_input_one_line_exit_2_nothing_written(families, tmp_path, capsys, c
     expect = {
         "unknown_method": "unknown method", "unknown_param": "has no parameter",
         "density_out_of_range": "density", "bad_param_syntax": "key=value", "existing_out": "already exists",
-        "missing_adapter": "not a directory", "wrong_base": "modules exist in the base",
+        "missing_adapter": "no such adapter folder", "wrong_base": "modules exist in the base",
         "weights_without_base": "needs the base", "nan_adapter": "NaN or Inf",
     }[case]
     if case == "unknown_method":

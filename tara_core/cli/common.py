@@ -3,6 +3,7 @@ the progress bar of a data-driven run. Heavy libraries are imported inside the f
 ``--help`` answers without loading torch."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -122,12 +123,13 @@ def print_frame(df, title: str) -> None:
     out.print(table)
 
 
-def run_learned(zoo, method: str, params: dict, rho, tasks=None):
-    """A data-driven method on a zoo with a progress bar (optimization steps, or a preference model's fit)."""
+@contextlib.contextmanager
+def fit_progress(method: str, params: dict):
+    """A rich progress bar for a data-driven run (optimization steps, or a preference model's one-time fit);
+    yields the library's progress callback."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..methods import get_method
-    from ..run import run_method
 
     spec = get_method(method)
     what = "fit steps (once, then cached)" if spec.preference_of else "steps"
@@ -135,16 +137,12 @@ def run_learned(zoo, method: str, params: dict, rho, tasks=None):
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console,
                   transient=bool(spec.preference_of)) as bar:
         job = bar.add_task(method, total=spec.resolve(params)["steps"], loss=float("nan"))
-        result, record = run_method(zoo, method, params, rho, tasks,
-                                    progress=lambda s, t, losses: bar.update(job, completed=s, total=t,
-                                                                             loss=losses["loss"]))
-    return result, record
+        yield lambda s, t, losses: bar.update(job, completed=s, total=t, loss=losses["loss"])
 
 
-def phi_summary(record) -> dict:
-    import torch
+def run_learned(zoo, method: str, params: dict, rho, tasks=None):
+    """A data-driven method on a zoo with a progress bar."""
+    from ..run import run_method
 
-    flat = torch.cat([v.flatten() for v in record.phi.values()])
-    return {"count": int(flat.numel()), "mean": float(flat.mean()), "std": float(flat.std()) if flat.numel() > 1 else 0.0,
-            "min": float(flat.min()), "max": float(flat.max()), "steps_run": record.steps_run,
-            "final_losses": record.final_losses(), "file": "phi.safetensors"}
+    with fit_progress(method, params) as progress:
+        return run_method(zoo, method, params, rho, tasks, progress=progress)
