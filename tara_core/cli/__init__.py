@@ -18,7 +18,10 @@ __all__ = ["main", "build_parser", "UsageError"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tara_core", description=__doc__.splitlines()[0])
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="tara-studio", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tara-studio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (merging, evaluation, diagnosis, zoos):
         group.register(sub)
