@@ -137,3 +137,17 @@ def test_pareto_command(tiny_zoo, tmp_path):
 def test_diagnose_pareto_errors(tiny_zoo, capsys, args, match):
     assert main([args[0], "--zoo", str(tiny_zoo), *args[1:]]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_every_subcommand_explains_itself():
+    import argparse
+
+    from tara_core.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, cmd in sub.choices.items():
+        assert "examples:" in (cmd.description or ""), name
+        for action in cmd._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, (name, action.dest)

@@ -20,6 +20,19 @@ class UsageError(ValueError):
     pass
 
 
+def add_command(sub, name: str, summary: str, description: str, examples: list[str]):
+    """A subcommand whose --help shows its description, every option's default and runnable examples."""
+    import argparse
+
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
+    import textwrap
+
+    text = textwrap.fill(description, 100) + "\n\nexamples:\n" + "\n".join(f"  tara-studio {e}" for e in examples)
+    return sub.add_parser(name, help=summary, description=text, formatter_class=Formatter)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1."""
     import argparse

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .common import (UsageError, console, method_list, method_params, out, parse_rho, positive_int, print_frame,
+from .common import (UsageError, add_command, console, method_list, method_params, out, parse_rho, positive_int, print_frame,
                      run_learned, task_indices, write_frame_to, write_json)
 
 
@@ -119,7 +119,12 @@ def cmd_sensitivity(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="merge a zoo's adapters with each method and report test accuracy")
+    p = add_command(sub, "eval", "merge a zoo's adapters with each method and report test accuracy",
+                    "Merge a zoo's adapters with every listed method and print per-task and average normalized "
+                    "accuracy (100 · merged / the adapter alone, on the same test examples).",
+                    ["eval --zoo demo-vision --methods ta,ties,iso-c,tara-b-pareto",
+                     "eval --zoo demo-text --methods tara-b-pareto --rho 0.5,0.1,0.1,0.1,0.1,0.1 --json rows.json",
+                     "eval --zoo demo-text --methods tara-b --param steps=100 --limit 200"])
     p.add_argument("--zoo", required=True, help="zoo name or folder")
     p.add_argument("--methods", default="ta,ties,knots-ties,tsv,iso-c",
                    help="comma-separated method names (data-free, tara-*, adamerging-*)")
@@ -127,48 +132,61 @@ def register(sub) -> None:
                    help="method parameter; KEY=VALUE applies to every method that takes KEY")
     p.add_argument("--limit", type=positive_int, help="evaluate on the first N test examples per task")
     p.add_argument("--rho", help="task preference for data-driven methods, e.g. 0.2,0.8 (normalized)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--bf16", action="store_true",
                    help="evaluate under bf16 autocast (CUDA or a CPU with native bf16; default fp32); "
                         "for learned methods also pass --param bf16=true")
     p.add_argument("--json", help="write tidy rows {method, task, accuracy, individual_accuracy, normalized_accuracy}")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("steer", help="does ρ steer a method? each task's gain when emphasized, vs uniform ρ")
-    p.add_argument("--zoo", required=True)
+    p = add_command(sub, "steer", "does ρ steer a method? each task's gain when emphasized, vs uniform ρ",
+                    "For every task k: normalized accuracy with ρ_k = EMPHASIS (the others share the rest) minus at "
+                    "uniform ρ. Data-driven methods get ρ; data-free ones the task weights N·ρ.",
+                    ["steer --zoo demo-text --methods ta,tara-b-pareto",
+                     "steer --zoo demo-vision --methods tara-b --param steps=250 --out steer.csv"])
+    p.add_argument("--zoo", required=True, help="zoo name or folder")
     p.add_argument("--methods", default="ta,tara-b-pareto",
                    help="data-driven methods get ρ, data-free ones the task weights N·ρ")
     p.add_argument("--param", action="append", metavar="[METHOD.]KEY=VALUE", help="method parameter")
     p.add_argument("--emphasis", type=float, default=0.5, help="ρ of the emphasized task (the others share the rest)")
     p.add_argument("--limit", type=positive_int, help="evaluate on the first N test examples per task")
     p.add_argument("--bf16", action="store_true", help="evaluate under bf16 autocast (default fp32)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", help="write the per-task rows (.json or .csv)")
     p.set_defaults(func=cmd_steer)
 
-    p = sub.add_parser("pareto", help="two-task Pareto fronts of several methods")
-    p.add_argument("--zoo", required=True)
+    p = add_command(sub, "pareto", "two-task Pareto fronts of several methods",
+                    "Sweep each method from one task to the other (task weights for data-free methods, ρ for per-ρ "
+                    "TARA/AdaMerging, the simplex edge for preference models) and print the fronts and their "
+                    "hypervolumes.",
+                    ["pareto --zoo demo-text --tasks tweet_sentiment,movie_review --methods ta,tara-b-pareto --out f.json",
+                     "pareto --zoo demo-vision --tasks mnist,digits8 --points 5 --backend local --out f.csv"])
+    p.add_argument("--zoo", required=True, help="zoo name or folder")
     p.add_argument("--tasks", required=True, help="two task names, e.g. tweet_sentiment,movie_review")
     p.add_argument("--points", type=positive_int, default=11, help="grid points per method (t from 1 to 0)")
-    p.add_argument("--methods", default="ta,ties,knots-ties,adamerging-layer,tara-a,tara-b,tara-b-pareto")
+    p.add_argument("--methods", default="ta,ties,knots-ties,adamerging-layer,tara-a,tara-b,tara-b-pareto",
+                   help="comma-separated method names")
     p.add_argument("--steps", type=positive_int, default=100, help="AdamW steps at the first (cold) point")
     p.add_argument("--warm-steps", type=positive_int, default=30, help="steps at every later, warm-started point")
     p.add_argument("--limit", type=positive_int, help="evaluate on the first N test examples per task")
-    p.add_argument("--backend", default="process", choices=("process", "local", "ray"))
+    p.add_argument("--backend", default="process", choices=("process", "local", "ray"),
+                   help="where the chains run: a local process pool, this process, or Ray")
     p.add_argument("--workers", type=positive_int, help="parallel chains (default: one per method, at most the CPUs)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--bf16", action="store_true", help="optimize and evaluate under bf16 autocast (default fp32)")
     p.add_argument("--out", required=True, help="output file (.json or .csv)")
     p.set_defaults(func=cmd_pareto)
 
-    p = sub.add_parser("sensitivity", help="per-task accuracy over random ρ draws (the paper's Fig. 4)")
-    p.add_argument("--zoo", required=True)
-    p.add_argument("--methods", default="adamerging-layer,tara-b")
+    p = add_command(sub, "sensitivity", "per-task accuracy over random ρ draws (the paper's Fig. 4)",
+                    "Merge at random preferences ρ ~ Dirichlet(1) and report how each task's accuracy follows its ρ.",
+                    ["sensitivity --zoo demo-text --methods tara-b-pareto,tara-b --draws 5 --out sens.json"])
+    p.add_argument("--zoo", required=True, help="zoo name or folder")
+    p.add_argument("--methods", default="adamerging-layer,tara-b", help="comma-separated data-driven methods")
     p.add_argument("--draws", type=positive_int, default=5, help="ρ ~ Dirichlet(1) draws (seeded)")
-    p.add_argument("--steps", type=positive_int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=100, help="optimization steps per draw (per-ρ methods)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the ρ draws")
     p.add_argument("--limit", type=positive_int, help="evaluate on the first N test examples per task")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the optimization (evaluation stays fp32)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", required=True, help="output file (.json or .csv): rows method, draw, task, rho_task, accuracy")
     p.set_defaults(func=cmd_sensitivity)

@@ -1,7 +1,7 @@
 """``methods`` and ``merge``: list the registered methods; merge adapters and write a PEFT adapter."""
 from __future__ import annotations
 
-from .common import UsageError, console, fit_progress, out, parse_params, parse_rho, positive_int, write_json
+from .common import UsageError, add_command, console, fit_progress, out, parse_params, parse_rho, positive_int, write_json
 
 
 def cmd_methods(args) -> int:
@@ -80,11 +80,21 @@ def cmd_merge(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("methods", help="list merge methods, parameters, defaults and papers")
+    p = add_command(sub, "methods", "list merge methods, parameters, defaults and papers",
+                    "Every registered merge method with its parameters, their defaults and the paper it follows.",
+                    ["methods", "methods --json methods.json"])
     p.add_argument("--json", help="also write the list as JSON to this file")
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser("merge", help="merge adapters and write a PEFT adapter + merge.json")
+    p = add_command(sub, "merge", "merge adapters and write a PEFT adapter + merge.json",
+                    "Merge LoRA adapters (folders or cached Hugging Face ids, or a zoo) and write a PEFT adapter folder "
+                    "with merge.json (recipe, input hashes, versions) and a model card. The inputs and the method come "
+                    "from the flags, from a YAML recipe, or from a previous merge.json (--from).",
+                    ["merge --zoo demo-text --method ta --out merged/",
+                     "merge --zoo demo-text --method tara-b-pareto --rho 0.5,0.1,0.1,0.1,0.1,0.1 --out merged/",
+                     "merge --base BASE --adapters A B --method ties --param density=0.2 --out merged/",
+                     "merge recipe.yaml --out merged/",
+                     "merge --from merged/merge.json --out again/"])
     p.add_argument("recipe", nargs="?", help="a YAML/JSON merge recipe (instead of the flags below)")
     p.add_argument("--from", dest="source", metavar="MERGE_JSON",
                    help="re-run the recipe a previous merge recorded in its merge.json")
@@ -97,11 +107,13 @@ def register(sub) -> None:
     p.add_argument("--method", help="a method name (see `methods`)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--format", default="adapter", choices=("adapter", "weights"))
+    p.add_argument("--format", default="adapter", choices=("adapter", "weights"),
+                   help="a PEFT LoRA folder, or the merged weights W0 + ΔW (needs the base)")
     p.add_argument("--rank", type=positive_int, help="truncation rank for full-rank results (default Σ r_i)")
     p.add_argument("--modules-to-save", default="keep-separate",
                    help="keep-separate | average | from:<adapter> | drop")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder (the old one stays until the new one is complete)")
     p.add_argument("--seed", type=int, help="seed for randomized methods")
     p.add_argument("--rho", help="task preference for tara-*/adamerging-*, e.g. 0.2,0.8 (normalized)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, console, out, positive_int, print_frame, write_table
+from .common import UsageError, add_command, console, out, positive_int, print_frame, write_table
 
 
 def cmd_zoo(args) -> int:
@@ -87,16 +87,24 @@ def cmd_osrm(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("osrm", help="build the OSRM-initialized variant of a zoo's adapters (a new zoo)")
+    p = add_command(sub, "osrm", "build the OSRM-initialized variant of a zoo's adapters (a new zoo)",
+                    "Re-train every adapter of a zoo from OSRM's initialization (A from the smallest-eigenvalue "
+                    "directions of the other tasks' inputs) and report the interference before and after.",
+                    ["osrm --zoo demo-text --out zoos"])
     p.add_argument("--zoo", required=True, help="the standard zoo (its recipe's data packages must be installed)")
     p.add_argument("--out", required=True, help="parent folder for the new zoo <name>-osrm")
     p.add_argument("--samples", type=positive_int, default=48, help="unlabeled val inputs per task for the second moments")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing <name>-osrm zoo")
     p.add_argument("--json", help="write the interference rows (per module, task pair, variant, stage)")
     p.set_defaults(func=cmd_osrm)
 
-    p = sub.add_parser("zoo", help="list, build, import, verify or precompute zoos")
-    p.add_argument("action", choices=("list", "build", "import", "verify", "precompute"))
+    p = add_command(sub, "zoo", "list, build, import, verify or precompute zoos",
+                    "Zoos are a base, one adapter per task and the tasks' data. list: the zoos found; build: a demo zoo "
+                    "from its recipe; import: a zoo from your own files (a YAML spec); verify: check every hash and "
+                    "re-measure each adapter; precompute: fit the preference model and the dashboard's first views.",
+                    ["zoo list", "zoo verify demo-text", "zoo build demo-vision --osrm", "zoo import my-zoo.yaml --out ~/zoos",
+                     "zoo precompute demo-text"])
+    p.add_argument("action", choices=("list", "build", "import", "verify", "precompute"), help="what to do")
     p.add_argument("name", nargs="?", help="zoo name (or folder, for verify; the spec file, for import)")
     p.add_argument("--out", help="build/import: parent folder (default: the repo's zoos/)")
     p.add_argument("--overwrite", action="store_true",
