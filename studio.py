@@ -7,7 +7,6 @@ weight overrides, never written into the base model.
 """
 from __future__ import annotations
 
-import time
 
 import streamlit as st
 

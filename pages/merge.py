@@ -18,7 +18,7 @@ from tara_core.firstview import DEFAULTS
 from tara_core.methods import get_method
 from tara_core.optimize import merge_from_phi
 from tara_core.precision import bf16_is_native
-from tara_core.run import refine_config, run_method
+from tara_core.run import run_method
 
 zoo, tasks = selection()
 method = st.session_state.get("method", DEFAULTS["merge"]["method"])

@@ -236,8 +236,9 @@ WHAT = ("erank", "kappa", "xi")
 
 def diagnose(zoo, what: Sequence[str] = WHAT, tasks: Sequence[int] | None = None, batch_size: int = 16,
              phi_value: float = 0.4, rho=None, normalize: bool = False, merged=None,
-             phi: dict[str, dict[str, torch.Tensor]] | None = None) -> pd.DataFrame:
-    """All requested diagnostics of a zoo (or a task subset) as one tidy DataFrame.
+             phi: dict[str, dict[str, torch.Tensor]] | None = None, progress=None) -> pd.DataFrame:
+    """All requested diagnostics of a zoo (or a task subset) as one tidy DataFrame (``progress(done, total)``
+    after each stage: the coverage stacks, J in each basis).
 
     ``erank``: the coverage stacks (ΔX on ``batch_size`` unlabeled inputs per task; merged = ``merged`` or
     TA with λ = ``phi_value``). ``kappa``/``xi``: J in the RAW and ORTH bases at φ ≡ ``phi_value`` (or at
@@ -253,10 +254,20 @@ def diagnose(zoo, what: Sequence[str] = WHAT, tasks: Sequence[int] | None = None
     adapters = zoo.adapters if len(tasks) == len(zoo.task_names) else zoo.adapters.subset(tasks)
     data = MergeData.from_zoo(zoo, tasks)
     frames = []
+    stages = int("erank" in what) + (len(BASES) if ("kappa" in what or "xi" in what) else 0)
+    done = 0
+
+    def step():
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, stages)
+
     if "erank" in what:
         inputs = collect_inputs(data.backbone, [x for v in data.val for x in v[:batch_size]], adapters.module_names)
         merged = merged if merged is not None else merge(adapters, "ta", **{"lambda": phi_value})
         frames.append(coverage(adapters, merged, inputs, normalize))
+        step()
     if "kappa" in what or "xi" in what:
         for basis in BASES:
             jac = jacobian(data, adapters, basis, phi=(phi or {}).get(basis), phi_value=phi_value,
@@ -265,6 +276,7 @@ def diagnose(zoo, what: Sequence[str] = WHAT, tasks: Sequence[int] | None = None
                 frames.append(kappa_table(jac, rho))
             if "xi" in what:
                 frames.append(misalignment(jac, data.anchors, kind="stch" if data.anchors is not None else "linear"))
+            step()
     df = pd.concat(frames, ignore_index=True)
     front = ["quantity", "layer", "module", "value"]
     return df[front + [c for c in df.columns if c not in front]]

@@ -52,14 +52,20 @@ def task_accuracy(zoo, task: int, overrides=None, limit: int | None = None, bf16
 
 
 def evaluate(zoo, result=None, tasks: list[int] | None = None, limit: int | None = None,
-             bf16: bool = False) -> dict[str, float]:
+             bf16: bool = False, progress=None) -> dict[str, float]:
     """Test accuracy (%) per task for a merge result (or a dict of dense deltas, or None for the base).
 
     ``bf16`` runs the backbone under bf16 autocast (see :mod:`tara_core.precision`); the default is fp32.
+    ``progress(done, total)`` is called after each task.
     """
     overrides = merged_overrides(zoo, result)
-    tasks = range(len(zoo.task_names)) if tasks is None else tasks
-    return {zoo.task_names[i]: task_accuracy(zoo, i, overrides, limit, bf16) for i in tasks}
+    tasks = list(range(len(zoo.task_names)) if tasks is None else tasks)
+    out = {}
+    for k, i in enumerate(tasks):
+        out[zoo.task_names[i]] = task_accuracy(zoo, i, overrides, limit, bf16)
+        if progress is not None:
+            progress(k + 1, len(tasks))
+    return out
 
 
 def individual_accuracies(zoo, tasks: list[int] | None = None, limit: int | None = None,

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from .adapters import PEFT_PREFIX, AdapterSet
 from .base import BaseWeights
-from .lowrank import Factors, thin_svd
+from .lowrank import Factors
 from .methods import MergeResult
 from .provenance import adapter_inputs
 from .safe_io import OutputError, atomic_dir, atomic_file_write, safe_name

@@ -243,7 +243,7 @@ def steering(zoo, method: str, params: dict | None = None, emphasis: float = 0.5
     n = len(tasks)
     spec = get_method(method)
     individual = individual_accuracies(zoo, tasks, limit, bf16)
-    rows, phi, param = [], None, None
+    rows, param = [], None
     for k, rho in emphasis_rhos(n, emphasis):
         label = "uniform" if k is None else names[k]
         if spec.data_driven:

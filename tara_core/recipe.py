@@ -163,7 +163,7 @@ def run_recipe(recipe: MergeRecipe, out: str | Path, overwrite: bool = False,
     else:
         if log:
             log(f"merging {len(adapters)} adapters with {spec.name}")
-        result = merge(adapters, spec.name, **params)
+        result = merge(adapters, spec.name, progress=progress, **params)
     resolved = recipe.model_copy(update={"parameters": resolved_params}).model_dump(mode="json")
     manifest = export(result, adapters, out, format=recipe.output.format, rank=recipe.output.rank, base=base,
                       modules_to_save=recipe.output.modules_to_save, overwrite=overwrite,

@@ -135,7 +135,6 @@ def test_run_method_merges_at_rho_and_records_the_model(zoo, fitted):
 
 def test_round_trip_and_refusals(zoo, fitted, tmp_path):
     model, _, _ = fitted
-    param = build_parameterization(zoo.adapters, "tara-b")
     path = save_model(model, tmp_path / "m", fingerprint="x")
     loaded = load_model(path)
     for rho in ([0.1, 0.1, 0.8], [1, 0, 0]):

@@ -1,7 +1,6 @@
 """TARA-A/B and AdaMerging: identities with the data-free methods, gradients, determinism, preference control."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """Zoos: loading, verification, tampering, disjoint splits, and evaluation against an independent path."""
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import shutil

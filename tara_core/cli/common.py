@@ -153,6 +153,17 @@ def fit_progress(method: str, params: dict):
         yield lambda s, t, losses: bar.update(job, completed=s, total=t, loss=losses["loss"])
 
 
+@contextlib.contextmanager
+def progress_bar(label: str, unit: str = "steps"):
+    """A rich progress bar on stderr; yields the library's ``progress(done, total)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        job = bar.add_task(label, total=None)
+        yield lambda done, total, *_: bar.update(job, completed=done, total=total)
+
+
 def run_learned(zoo, method: str, params: dict, rho, tasks=None):
     """A data-driven method on a zoo with a progress bar."""
     from ..run import run_method

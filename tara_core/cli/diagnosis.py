@@ -1,7 +1,8 @@
 """``diagnose``: effective-rank stacks, κ (RAW/ORTH) and ξ per layer and module (TARA.md §2–4)."""
 from __future__ import annotations
 
-from .common import UsageError, add_command, console, parse_rho, positive_int, print_frame, task_indices, write_table
+from .common import (UsageError, add_command, parse_rho, positive_int, print_frame, progress_bar, task_indices,
+                     write_table)
 
 
 def cmd_diagnose(args) -> int:
@@ -13,9 +14,9 @@ def cmd_diagnose(args) -> int:
     if set(what) - set(WHAT):
         raise UsageError(f"--what takes {', '.join(WHAT)}, got {args.what!r}")
     tasks = task_indices(zoo, args.tasks)
-    with console.status(f"diagnosing {zoo.name} ({', '.join(what)})"):
+    with progress_bar(f"diagnosing {zoo.name} ({', '.join(what)})", "stages") as progress:
         df = diagnose(zoo, what, tasks=tasks, batch_size=args.batch_size, rho=parse_rho(args.rho),
-                      normalize=args.normalize)
+                      normalize=args.normalize, progress=progress)
     print_frame(summarize(df), f"{zoo.name}: diagnostics per module type (over layers)")
     write_table(df, args.json, args.csv)
     return 0

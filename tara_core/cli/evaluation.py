@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-from .common import (UsageError, add_command, console, method_list, method_params, out, parse_rho, positive_int, print_frame,
-                     run_learned, task_indices, write_frame_to, write_json)
+from .common import (UsageError, add_command, console, method_list, method_params, out, parse_rho, positive_int,
+                     print_frame, progress_bar, run_learned, task_indices, write_frame_to, write_json)
 
 
 def cmd_eval(args) -> int:
@@ -29,10 +29,11 @@ def cmd_eval(args) -> int:
         if get_method(m).data_driven:
             result, _ = run_learned(zoo, m, per[m], rho)
         else:
-            result = merge(zoo.adapters, m, **per[m])
+            with progress_bar(f"{m}: merging", "modules") as progress:
+                result = merge(zoo.adapters, m, progress=progress, **per[m])
         merge_s = time.perf_counter() - start
-        with console.status(f"{m}: evaluating on {len(zoo.task_names)} tasks"):
-            acc = evaluate(zoo, result, limit=args.limit, bf16=args.bf16)
+        with progress_bar(f"{m}: evaluating", "tasks") as progress:
+            acc = evaluate(zoo, result, limit=args.limit, bf16=args.bf16, progress=progress)
         total_s = time.perf_counter() - start
         method_rows = eval_rows(m, acc, individual)
         for r in method_rows:

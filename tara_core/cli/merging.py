@@ -1,7 +1,8 @@
 """``methods`` and ``merge``: list the registered methods; merge adapters and write a PEFT adapter."""
 from __future__ import annotations
 
-from .common import UsageError, add_command, console, fit_progress, out, parse_params, parse_rho, positive_int, write_json
+from .common import (UsageError, add_command, console, fit_progress, out, parse_params, parse_rho, positive_int,
+                     progress_bar, write_json)
 
 
 def cmd_methods(args) -> int:
@@ -61,8 +62,8 @@ def cmd_merge(args) -> int:
         with fit_progress(recipe.method, recipe.parameters) as progress:
             manifest = run_recipe(recipe, args.out, args.overwrite, progress=progress)
     else:
-        with console.status(f"merging with {spec.name}"):
-            manifest = run_recipe(recipe, args.out, args.overwrite)
+        with progress_bar(f"merging with {spec.name}", "modules") as progress:
+            manifest = run_recipe(recipe, args.out, args.overwrite, progress=progress)
     if manifest["modules_to_save"].get("warning"):
         console.print(manifest["modules_to_save"]["warning"], style="yellow")
     exp = manifest["export"]

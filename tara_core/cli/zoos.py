@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, add_command, console, out, positive_int, print_frame, write_table
+from .common import UsageError, add_command, console, out, positive_int, print_frame, progress_bar, write_table
 
 
 def cmd_zoo(args) -> int:
@@ -57,12 +57,16 @@ def cmd_zoo(args) -> int:
     from ..evaluate import evaluate
     from ..methods import merge
 
-    zoo = open_zoo(args.name, device=args.device)  # checks every file hash
-    console.print(f"{zoo.name}: {len(zoo.manifest.files)} files match their SHA-256")
+    zoo = open_zoo(args.name, device=args.device)  # checks the manifest digest and every file hash
+    kinds = {}
+    for rel in zoo.manifest.files:
+        kinds[rel.split("/")[0] if "/" in rel else rel] = kinds.get(rel.split("/")[0] if "/" in rel else rel, 0) + 1
+    console.print(f"{zoo.name}: zoo.json's digest matches; {len(zoo.manifest.files)} files match their SHA-256 "
+                  f"({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))}); no unlisted files")
     bad = []
     for i, task in enumerate(zoo.manifest.tasks):
-        with console.status(f"re-evaluating {task.name} with its adapter alone"):
-            acc = evaluate(zoo, merge(zoo.adapters.subset([i]), "cat"), tasks=[i])[task.name]
+        with progress_bar(f"{task.name}: its adapter alone on {len(zoo.data[i].test_labels)} test examples", "") as p:
+            acc = evaluate(zoo, merge(zoo.adapters.subset([i]), "cat"), tasks=[i], progress=p)[task.name]
         ok = abs(acc - (task.individual_accuracy or 0)) <= args.tolerance
         console.print(f"  {task.name}: {acc:.2f}% (recorded {task.individual_accuracy:.2f}%) {'ok' if ok else 'MISMATCH'}")
         bad += [] if ok else [task.name]

@@ -32,12 +32,13 @@ class KernelContext:
         return KernelContext(self.seed, self.module, tuple(index))
 
 
-def merge(adapter_set: AdapterSet, method: str, **params) -> MergeResult:
+def merge(adapter_set: AdapterSet, method: str, progress=None, **params) -> MergeResult:
     """Merge every module of ``adapter_set`` with a data-free ``method``.
 
     Args:
         adapter_set: the N adapters (``tara_core.adapters.load_adapter_set``).
         method: a registered name (``tara_core.methods.METHODS``), e.g. ``"ta"``, ``"knots-ties"``.
+        progress: optional ``progress(done, total)`` called after each module.
         **params: method parameters (PEFT conventions: ``lambda``, ``density``, ``majority_sign``,
             ``seed``, ``weights``); unknown names or out-of-range values raise :class:`MergeError`.
     Returns:
@@ -51,10 +52,12 @@ def merge(adapter_set: AdapterSet, method: str, **params) -> MergeResult:
         raise MergeError(f"'weights' has {len(resolved['weights'])} values but there are {len(adapter_set)} adapters")
     start = time.perf_counter()
     deltas: dict[str, ModuleDelta] = {}
-    for module in adapter_set.module_names:
+    for k, module in enumerate(adapter_set.module_names):
         ctx = KernelContext(int(resolved.get("seed") or 0), module)
         with torch.no_grad():
             deltas[module] = spec.kernel(adapter_set.factors(module), resolved, ctx)
+        if progress is not None:
+            progress(k + 1, len(adapter_set.module_names))
     return MergeResult(
         method=method,
         params=resolved,

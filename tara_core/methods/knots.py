@@ -6,7 +6,6 @@ matrices are merged with TA / TIES / DARE-TIES into M and ΔW = U M — factored
 """
 from __future__ import annotations
 
-import torch
 
 from ..lowrank import Factors, hconcat_svd
 from .base import present, task_weights
