@@ -90,15 +90,12 @@ class Adapter:
 
 
 def _pattern_value(patterns: dict, module: str, default):
-    """Resolve PEFT's ``rank_pattern``/``alpha_pattern``: exact key first, then a regex suffix match."""
+    """PEFT's own ``rank_pattern``/``alpha_pattern`` resolution (``peft.utils.other.get_pattern_key``)."""
     if not patterns:
         return default
-    if module in patterns:
-        return patterns[module]
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
+    from peft.utils.other import get_pattern_key
+
+    return patterns.get(get_pattern_key(list(patterns), module), default)
 
 
 def file_sha256(path: Path) -> str:
@@ -146,7 +143,30 @@ def _read_config(folder: Path) -> dict:
             if not positive(value, integer):
                 kind = "positive integers" if integer else "positive finite numbers"
                 raise AdapterError(f"{cfg_path}: {key}[{pattern!r}] must be {kind}, got {value!r}")
-    return config
+    return _as_peft_reads_it(folder, config)
+
+
+def _as_peft_reads_it(folder: Path, raw: dict) -> dict:
+    """The config as PEFT itself reads it (``PeftConfig.from_pretrained``: its defaults, e.g. ``lora_alpha`` = 8
+    when absent, and its field set; keys a newer PEFT wrote are ignored, as PEFT does)."""
+    import warnings
+
+    from peft import LoraConfig, PeftConfig
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = PeftConfig.from_pretrained(str(folder))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise AdapterError(f"{folder / CONFIG_NAME}: PEFT cannot read it ({type(exc).__name__}: {str(exc)[:100]})") from None
+    if not isinstance(config, LoraConfig):
+        raise AdapterError(f"{folder}: peft_type {config.peft_type} is not LoRA; only LoRA adapters can be merged")
+    out = config.to_dict()
+    if isinstance(out.get("target_modules"), (set, frozenset)):
+        out["target_modules"] = sorted(out["target_modules"])
+    out["peft_type"] = str(getattr(config.peft_type, "value", config.peft_type))
+    out["task_type"] = None if config.task_type is None else str(getattr(config.task_type, "value", config.task_type))
+    return out
 
 
 def weight_file(folder: Path) -> Path:
@@ -237,8 +257,7 @@ def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | No
     if not raw:
         raise AdapterError(f"{weights}: no LoRA tensors (keys '*.lora_A.weight' / '*.lora_B.weight') found")
 
-    r_default = config.get("r", 8)
-    alpha_default = config.get("lora_alpha", r_default)
+    r_default, alpha_default = config["r"], config["lora_alpha"]  # PEFT's values (its defaults if absent)
     modules: dict[str, LoraModule] = {}
     for module, pair in sorted(raw.items()):
         if set(pair) != {"A", "B"}:

@@ -268,3 +268,20 @@ def test_missing_b_factor(families, tmp_path):
 def test_empty_adapter_list():
     with pytest.raises(AdapterError, match="at least one adapter"):
         load_adapter_set([])
+
+
+def test_absent_config_fields_take_peft_defaults(families, tmp_path):
+    """A config without lora_alpha means PEFT's default (8), not r: the scale is PEFT's by construction."""
+    from peft import PeftModel
+
+    fam = families["bert"]
+    folder = _copy(fam.adapters[1], tmp_path)  # r = 8 with rsLoRA in the fixture; drop alpha and rsLoRA
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg.pop("lora_alpha")
+    cfg["use_rslora"] = False
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    adapter = load_adapter(folder)
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(fam.model), folder)
+    for module, lm in adapter.modules.items():
+        expected = peft_model.base_model.model.get_submodule(module).get_delta_weight("default")
+        assert torch.allclose(lm.scale * lm.B @ lm.A, expected, atol=1e-6), module
