@@ -85,7 +85,9 @@ def coverage(adapters: AdapterSet, merged=None, inputs: dict[str, torch.Tensor] 
             values["erank_dx_stack"] = erank_from_gram(normalize_gram(Gx) if normalize else Gx)
         if merged is not None and module in merged.deltas:
             f = merged.deltas[module]
-            values["erank_merged"] = effective_rank(thin_svd(f.B.double(), f.A.double()).S)
+            sigma = (thin_svd(f.B.double(), f.A.double()).S if isinstance(f, Factors)
+                     else torch.linalg.svdvals(f.double()))  # a dense result (TIES, DARE)
+            values["erank_merged"] = effective_rank(sigma)
         for q, v in values.items():
             rows.append({"quantity": q, "layer": layer, "module": mtype, "module_path": module, "value": float(v)})
     return pd.DataFrame(rows)

@@ -320,3 +320,46 @@ def test_bad_method_and_parameters(aset):
         merge(aset, "ties", majority_sign="mean")
     with pytest.raises(MergeError, match="finite"):
         merge(aset, "ta", **{"lambda": float("nan")})
+
+
+@pytest.mark.parametrize("method", ["ties", "knots-ties"])
+def test_model_wide_trim_matches_a_flattened_reference(families, method):
+    """trim_scope=model keeps each task's top-density entries over all its modules (the TIES/KnOTS reference
+    code's flattened task vector); checked against one global kthvalue per task, computed directly."""
+    from tara_core.methods.knots import knots_trim_inputs
+    from tara_core.methods.ties import magnitude_threshold, ties_trim_inputs
+
+    aset = load_adapter_set(families["clip"].adapters)
+    params = {"density": 0.3}
+    per_module = merge(aset, method, **params)
+    global_ = merge(aset, method, trim_scope="model", **params)
+    producer = ties_trim_inputs if method == "ties" else knots_trim_inputs
+    blocks = {m: producer(aset.factors(m), params) for m in aset.module_names}
+    for i in range(len(aset)):
+        flat = torch.cat([b[i].abs().flatten() for b in blocks.values() if b[i] is not None])
+        thr = magnitude_threshold(flat, 0.3)
+        kept = sum(int((b[i].abs() >= thr).sum()) for b in blocks.values() if b[i] is not None)
+        assert kept == pytest.approx(0.3 * flat.numel(), abs=len(aset.module_names) + 1)
+    differ = [m for m in aset.module_names if not torch.allclose(per_module.dense(m), global_.dense(m))]
+    assert differ  # the two scopes are different merges
+    if method == "ties":  # dense reference: global per-task thresholds, sign election, disjoint mean
+        thr = []
+        for i in range(len(aset)):
+            flat = torch.cat([b[i].abs().flatten() for b in blocks.values() if b[i] is not None])
+            thr.append(magnitude_threshold(flat, 0.3))
+        for m, b in blocks.items():
+            T = torch.stack([torch.zeros(per_module.weight_shapes[m][:2]) if t is None
+                             else torch.where(t.abs() >= thr[i], t, torch.zeros(())) for i, t in enumerate(b)])
+            gamma = torch.where(T.sum(0) >= 0, 1.0, -1.0)
+            agree = (T.sign() == gamma).float()
+            ref = (T * agree).sum(0) / agree.sum(0).clamp(min=1)
+            assert torch.allclose(global_.dense(m), ref, atol=1e-6), m
+
+
+def test_coverage_of_a_dense_merge(families):
+    from tara_core.diagnostics import coverage
+
+    aset = load_adapter_set(families["clip"].adapters)
+    df = coverage(aset, merged=merge(aset, "ties"))
+    merged = df[df.quantity == "erank_merged"]
+    assert len(merged) == len(aset.module_names) and (merged.value > 1).all()

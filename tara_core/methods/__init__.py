@@ -22,6 +22,7 @@ class KernelContext:
     seed: int
     module: str
     task_index: tuple[int, ...] | None = None  # maps kernel-local task j to the set's task index
+    thresholds: tuple[float, ...] | None = None  # per task, a model-wide TIES trim threshold (trim_scope=model)
 
     def generator(self, j: int) -> torch.Generator:
         i = j if self.task_index is None else self.task_index[j]
@@ -29,7 +30,7 @@ class KernelContext:
         return torch.Generator().manual_seed(key)
 
     def remap(self, index: list[int]) -> "KernelContext":
-        return KernelContext(self.seed, self.module, tuple(index))
+        return KernelContext(self.seed, self.module, tuple(index), self.thresholds)
 
 
 def merge(adapter_set: AdapterSet, method: str, progress=None, **params) -> MergeResult:
@@ -51,9 +52,17 @@ def merge(adapter_set: AdapterSet, method: str, progress=None, **params) -> Merg
     if resolved.get("weights") is not None and len(resolved["weights"]) != len(adapter_set):
         raise MergeError(f"'weights' has {len(resolved['weights'])} values but there are {len(adapter_set)} adapters")
     start = time.perf_counter()
+    thresholds = None
+    if resolved.get("trim_scope") == "model" and resolved.get("density", 1.0) < 1:
+        from .ties import model_thresholds
+
+        with torch.no_grad():
+            thresholds = tuple(model_thresholds((spec.trim_inputs(adapter_set.factors(m), resolved)
+                                                 for m in adapter_set.module_names), len(adapter_set),
+                                                resolved["density"]))
     deltas: dict[str, ModuleDelta] = {}
     for k, module in enumerate(adapter_set.module_names):
-        ctx = KernelContext(int(resolved.get("seed") or 0), module)
+        ctx = KernelContext(int(resolved.get("seed") or 0), module, thresholds=thresholds)
         with torch.no_grad():
             deltas[module] = spec.kernel(adapter_set.factors(module), resolved, ctx)
         if progress is not None:

@@ -73,6 +73,8 @@ DENSITY = lambda default: Param("density", default, "fraction of entries kept by
 MAJORITY_SIGN = Param("majority_sign", "total", "sign election: 'total' (sum) or 'frequency' (count)",
                       kind=str, choices=("total", "frequency"))
 SEED = Param("seed", 0, "seed of the random masks (same seed, same merge)", kind=int)
+TRIM_SCOPE = Param("trim_scope", "module", "TIES trim per 'module' (PEFT) or over the whole 'model' (the TIES/KnOTS "
+                   "reference code)", kind=str, choices=("module", "model"))
 
 
 Kernel = Callable[[list[Union[Factors, None]], dict, torch.Generator], ModuleDelta]
@@ -92,6 +94,7 @@ class MergeMethod:
     exact_lowrank: bool = True  # the result is factored with rank ≤ Σ r_i
     fixed: dict = field(default_factory=dict)  # parameters pinned by this entry (e.g. inner="ties")
     preference_of: str | None = None  # a preference model φ(ρ) of this variant (tara_core.preference)
+    trim_inputs: Callable | None = None  # what a TIES trim ranks per module (for trim_scope=model)
 
     def resolve(self, params: dict | None) -> dict:
         """Defaults overlaid with validated user parameters; unknown names are an error."""

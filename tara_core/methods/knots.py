@@ -13,12 +13,23 @@ from .dare import dropped
 from .ties import elect_and_merge, trimmed
 
 
+def _aligned(deltas: list[Factors | None]):
+    svd = hconcat_svd(present(deltas))
+    return svd, [svd.S[:, None] * vh for vh in svd.Vh_blocks]  # Σ V_iᵀ per present task
+
+
+def knots_trim_inputs(deltas: list[Factors | None], params: dict) -> list:
+    """What KnOTS-TIES trims in one module: each task's aligned block Σ V_iᵀ (None where absent)."""
+    _, aligned = _aligned(deltas)
+    it = iter(aligned)
+    return [None if d is None else next(it) for d in deltas]
+
+
 def knots(deltas: list[Factors | None], params: dict, ctx) -> Factors:
     """KnOTS merge of one module; ``params['inner']`` is 'ta', 'ties' or 'dare'."""
     w_all = task_weights(params, len(deltas))
     idx = [i for i, d in enumerate(deltas) if d is not None]
-    svd = hconcat_svd(present(deltas))
-    aligned = [svd.S[:, None] * vh for vh in svd.Vh_blocks]  # Σ V_iᵀ per present task
+    svd, aligned = _aligned(deltas)
     w = [w_all[i] for i in idx]
     inner = params["inner"]
     if inner == "ta":
@@ -26,7 +37,8 @@ def knots(deltas: list[Factors | None], params: dict, ctx) -> Factors:
     else:
         block = lambda j: aligned[j]  # noqa: E731
         if inner == "ties":
-            produce = trimmed(block, params["density"], len(aligned))
+            given = None if ctx.thresholds is None else [ctx.thresholds[i] for i in idx]
+            produce = trimmed(block, params["density"], len(aligned), given)
         else:  # dare: random drop + rescale, then TIES election (KnOTS-DARE)
             produce = dropped(block, params["density"], ctx.remap(idx))
         M = elect_and_merge(produce, w, params["majority_sign"])

@@ -6,17 +6,17 @@ Data-driven methods (AdaMerging, TARA) are registered with ``data_driven=True`` 
 """
 from __future__ import annotations
 
-from .base import DENSITY, LAMBDA, MAJORITY_SIGN, SEED, WEIGHTS, MergeError, MergeMethod, Param
+from .base import DENSITY, LAMBDA, MAJORITY_SIGN, SEED, TRIM_SCOPE, WEIGHTS, MergeError, MergeMethod, Param
 from .dare import dare_linear, dare_ties
 from .iso import iso_c, iso_cts
-from .knots import knots
+from .knots import knots, knots_trim_inputs
 from .learned import PreferenceConfig, config_params
 from .lora_lego import lora_lego
 from .task_arithmetic import task_arithmetic
-from .ties import ties
+from .ties import ties, ties_trim_inputs
 from .tsv import tsv
 
-_TIES_PARAMS = (LAMBDA(1.0), DENSITY(0.2), MAJORITY_SIGN, WEIGHTS)
+_TIES_PARAMS = (LAMBDA(1.0), DENSITY(0.2), MAJORITY_SIGN, WEIGHTS, TRIM_SCOPE)
 _DARE_PARAMS = (DENSITY(0.5), SEED, WEIGHTS)
 KNOTS_PAPER = "Stoica et al., ICLR 2025, https://arxiv.org/abs/2410.19735"
 
@@ -39,7 +39,7 @@ register(MergeMethod(
 register(MergeMethod(
     "ties", "TIES", "Yadav et al., NeurIPS 2023, https://arxiv.org/abs/2306.01708",
     "trim to top-density magnitudes, elect sign, disjoint mean, × λ (dense)", _TIES_PARAMS, ties,
-    exact_lowrank=False))
+    exact_lowrank=False, trim_inputs=ties_trim_inputs))
 register(MergeMethod(
     "dare-linear", "DARE (linear)", "Yu et al., ICML 2024, https://arxiv.org/abs/2311.03099",
     "random drop (keep density), rescale 1/density, λ Σ w_i (dense)", (LAMBDA(0.4), *_DARE_PARAMS),
@@ -53,7 +53,7 @@ register(MergeMethod(
     (LAMBDA(0.4), WEIGHTS), knots, fixed={"inner": "ta"}))
 register(MergeMethod(
     "knots-ties", "KnOTS-TIES", KNOTS_PAPER, "TIES on the SVD-aligned task blocks Σ V_iᵀ, ΔW = U M",
-    _TIES_PARAMS, knots, fixed={"inner": "ties"}))
+    _TIES_PARAMS, knots, fixed={"inner": "ties"}, trim_inputs=knots_trim_inputs))
 register(MergeMethod(
     "knots-dare", "KnOTS-DARE", KNOTS_PAPER, "DARE-TIES on the SVD-aligned task blocks Σ V_iᵀ, ΔW = U M",
     (LAMBDA(1.0), *_DARE_PARAMS, MAJORITY_SIGN), knots, fixed={"inner": "dare"}))

@@ -6,6 +6,11 @@ disjoint mean of the weighted entries that agree with γ; × λ. Exactly ``peft.
 
 Memory is bounded by design: tasks are visited one at a time in two passes (sign mass, then agreeing
 sum and count), so a module never holds more than a few d_out × d_in buffers whatever N is.
+
+``trim_scope``: ``module`` (default; PEFT's convention) keeps the top ``density`` of each ΔW_i per module;
+``model`` keeps the top ``density`` of each task's entries over **all** its modules, as the TIES and KnOTS
+reference code does on the flattened task vector (:func:`model_thresholds`; the kernels then get the per-task
+thresholds in their context).
 """
 from __future__ import annotations
 
@@ -59,9 +64,32 @@ def elect_and_merge(
     return total / count.clamp(min=1.0)
 
 
-def trimmed(deltas_dense: Callable[[int], torch.Tensor | None], density: float, n: int):
-    """Wrap a per-task dense producer with TIES magnitude trimming (thresholds computed once)."""
-    thresholds: dict[int, float] = {}
+MAX_GLOBAL_ENTRIES = 1 << 28  # 1 GB of fp32 magnitudes per task for an exact model-wide threshold
+
+
+def model_thresholds(per_module_tensors, n: int, density: float) -> list[float]:
+    """Per task, the magnitude threshold that keeps the top ``density`` of its entries over every module.
+
+    ``per_module_tensors`` yields, per module, the list of N per-task tensors (None where absent)."""
+    magnitudes: list[list[torch.Tensor]] = [[] for _ in range(n)]
+    for tensors in per_module_tensors:
+        for i, t in enumerate(tensors):
+            if t is not None:
+                magnitudes[i].append(t.abs().flatten().float())
+    out = []
+    for i, parts in enumerate(magnitudes):
+        if sum(p.numel() for p in parts) > MAX_GLOBAL_ENTRIES:
+            raise ValueError(f"trim_scope 'model' needs all of task {i}'s {sum(p.numel() for p in parts):,} entries "
+                             "at once (over 1 GB): use trim_scope=module")
+        out.append(magnitude_threshold(torch.cat(parts), density) if parts else float("inf"))
+    return out
+
+
+def trimmed(deltas_dense: Callable[[int], torch.Tensor | None], density: float, n: int,
+            given: list[float] | None = None):
+    """Wrap a per-task dense producer with TIES magnitude trimming (per-module thresholds computed once, or
+    the ``given`` model-wide ones)."""
+    thresholds: dict[int, float] = dict(enumerate(given)) if given is not None else {}
 
     def produce(i: int) -> torch.Tensor | None:
         t = deltas_dense(i)
@@ -85,5 +113,11 @@ def ties(deltas: list[Factors | None], params: dict, ctx) -> torch.Tensor:
     """
     w = task_weights(params, len(deltas))
     dense = lambda i: None if deltas[i] is None else deltas[i].materialize()  # noqa: E731
-    merged = elect_and_merge(trimmed(dense, params["density"], len(deltas)), w, params["majority_sign"])
+    merged = elect_and_merge(trimmed(dense, params["density"], len(deltas), ctx.thresholds), w,
+                             params["majority_sign"])
     return merged * params["lambda"]
+
+
+def ties_trim_inputs(deltas: list[Factors | None], params: dict) -> list[torch.Tensor | None]:
+    """What TIES trims in one module: each task's dense ΔW_i."""
+    return [None if d is None else d.materialize() for d in deltas]
