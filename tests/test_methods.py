@@ -90,8 +90,8 @@ def ref_iso_cts(tasks, weights, lam, frac):
     ta = sum(w * t for w, t in zip(weights, tasks))
     U, S, Vt = np.linalg.svd(ta, full_matrices=False)
     R = int((S > S[0] * max(ta.shape) * 1e-7).sum())
-    k = int(frac * R)
-    s = (R - k) // len(tasks)
+    s = (R - int(frac * R)) // len(tasks)
+    k = R - len(tasks) * s  # leftover directions join the common subspace (the reference code's rule)
     Uc = U[:, :k]
     Us, Ss, Vs = [Uc], [S[:k]], [Vt[:k].T]
     for t, w in zip(tasks, weights):
@@ -183,8 +183,9 @@ def test_knots(aset_full, inner):
                 mask = dare_mask(b.shape, 0.4, KernelContext(5, m).generator(i)).numpy()
                 D.append(np.where(mask, b / 0.4, 0.0))
             M = ref_elect_merge(D, w)
-        # trimming, dropping and sign election are equivariant to flipping a singular pair (u_k, row k),
-        # so U M is unique even though U and Σ V_iᵀ are only defined up to those signs
+        # with majority_sign=total (used here) trimming, dropping and sign election are equivariant to flipping
+        # a singular pair (u_k, row k), so U M is unique although U and Σ V_iᵀ are only defined up to those signs;
+        # with frequency a tie (as many + as −) elects +1 as PEFT does, which a flip turns into −1 (ties.py)
         close(r.dense(m), 0.8 * U @ M, rtol=1e-4)
 
 

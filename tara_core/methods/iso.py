@@ -4,8 +4,10 @@ Iso-C: SVD of ΔTA = Σ_i w_i ΔW_i = U S Vᵀ (factored); replace the spectrum 
 singular values; ΔW = λ σ̄ U Vᵀ. (The dense reference code averages over all min(d_out, d_in) values,
 which for low-rank deltas would shrink σ̄ and add null-space noise; here only the nonzero ones count.)
 
-Iso-CTS: common subspace = top k = ⌊f·R⌋ singular directions of ΔTA (R its rank, f = ``common_fraction``);
-per task, the top ⌊(R − k)/N⌋ directions of ΔW_i with the common subspace projected out of its left side;
+Iso-CTS: per task s = ⌊(R − ⌊f·R⌋)/N⌋ directions (R the rank of ΔTA, f = ``common_fraction``) and a common
+subspace of the top k = R − N·s singular directions of ΔTA — the (R − ⌊f·R⌋) mod N leftover directions grow
+the common subspace, as the reference code does, so the merge keeps R directions in all; per task, the top s
+directions of ΔW_i with the common subspace projected out of its left side;
 stack [common, task-specific], orthogonalize U and V (polar factors), isotropic spectrum σ̄ = mean of the
 kept singular values; ΔW = λ σ̄ U⊥ V⊥ᵀ.
 """
@@ -42,8 +44,8 @@ def iso_cts(deltas: list[Factors | None], params: dict, ctx) -> Factors:
     ta = _task_sum(deltas, params)
     svd = thin_svd(ta.B, ta.A)
     R = max(1, _nonzero(svd.S, ta.shape))
-    k = max(1, int(params["common_fraction"] * R))
-    per_task = (R - k) // len(deltas)
+    per_task = (R - max(1, int(params["common_fraction"] * R))) // len(deltas)
+    k = R - len(deltas) * per_task  # the leftover directions go to the common subspace (reference code)
     Uc = svd.U[:, :k]
     Us, Ss, Vhs = [Uc], [svd.S[:k]], [svd.Vh[:k]]
     if per_task > 0:

@@ -7,6 +7,12 @@ disjoint mean of the weighted entries that agree with γ; × λ. Exactly ``peft.
 Memory is bounded by design: tasks are visited one at a time in two passes (sign mass, then agreeing
 sum and count), so a module never holds more than a few d_out × d_in buffers whatever N is.
 
+Sign ties: an entry whose election is exactly balanced elects +1 (PEFT's ``>= 0``). With ``total`` that needs
+zero mass, so the merge is invariant to flipping the sign of a shared basis direction (KnOTS' singular pairs);
+with ``frequency`` a tie of counts (as many + as − tasks) is common for N even, and a flip changes the elected
+sign there: KnOTS-TIES with ``frequency`` is therefore basis-sign dependent, exactly as PEFT's and the
+reference code's election are. Kept for equality with PEFT; use ``total`` (the default) for a unique merge.
+
 ``trim_scope``: ``module`` (default; PEFT's convention) keeps the top ``density`` of each ΔW_i per module;
 ``model`` keeps the top ``density`` of each task's entries over **all** its modules, as the TIES and KnOTS
 reference code does on the flattened task vector (:func:`model_thresholds`; the kernels then get the per-task
