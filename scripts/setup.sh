@@ -13,6 +13,8 @@ if ! { [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wan
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip >&2
   .venv/bin/python -m pip install --quiet -r requirements.txt >&2
+  # the project itself, editable, without dependencies (they are the pins above): gives .venv/bin/tara-studio
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . >&2
   echo "$want" > "$stamp"
 fi
 if [ "${1:-}" = "--build" ]; then
