@@ -175,6 +175,49 @@ def weight_file(folder: Path) -> Path:
     return st_path if st_path.is_file() else folder / BIN_NAME
 
 
+SPARSE_MIN_BYTES = 64 * 2**20  # files this large that occupy under a quarter of it on disk are refused
+
+
+@dataclass(frozen=True)
+class ShapeBounds:
+    """What a base allows an adapter tensor to declare: no more elements than its largest weight (a LoRA
+    factor or a saved head is never larger). Exact shapes are checked after loading, module by module."""
+
+    max_numel: int
+
+    @classmethod
+    def of(cls, param_shapes: dict[str, tuple[int, ...]]) -> "ShapeBounds":
+        return cls(max((math.prod(s) for s in param_shapes.values()), default=0))
+
+
+def declared_shapes(st_path: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes a safetensors file's header declares (no tensor data is read)."""
+    try:
+        with safe_open(str(st_path), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise AdapterError(f"{st_path}: corrupt or truncated safetensors file ({exc})") from None
+
+
+def check_declared_shapes(st_path: Path, config: dict, key_prefix: str | None, bounds: ShapeBounds | None) -> None:
+    """Refuse, from the header alone, tensors an adapter cannot hold: LoRA factors whose rank is not the
+    config's, tensors larger than the base's largest weight (given the base), and sparse files — a few KB
+    of header can declare gigabytes, which must not be read to find out."""
+    for key, shape in declared_shapes(st_path).items():
+        match = _LORA_KEY.match(_module_name(key, key_prefix))
+        if match and len(shape) >= 2:
+            r = _pattern_value(config.get("rank_pattern") or {}, match["module"], config["r"])
+            rank = shape[0] if match["which"] == "A" else shape[1]
+            if rank != r:
+                raise AdapterError(f"{st_path}: {key} declares shape {shape}: rank {rank}, but the config says r={r}")
+        if bounds is not None and math.prod(shape) > bounds.max_numel:
+            raise AdapterError(f"{st_path}: {key} declares shape {shape}, larger than any weight of the base")
+    size, allocated = st_path.stat().st_size, st_path.stat().st_blocks * 512
+    if size > SPARSE_MIN_BYTES and allocated * 4 < size:
+        raise AdapterError(f"{st_path}: declares {size / 2**20:.0f} MB of tensors but occupies "
+                           f"{allocated / 2**20:.1f} MB on disk (a sparse file); refused")
+
+
 def _iter_tensors(folder: Path):
     """Yield (key, tensor) one at a time from the adapter's weight file."""
     st_path, bin_path = folder / SAFETENSORS_NAME, folder / BIN_NAME
@@ -223,13 +266,16 @@ def _module_name(key: str, key_prefix: str | None) -> str:
     return key
 
 
-def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | None = None) -> Adapter:
+def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | None = None,
+                 bounds: ShapeBounds | None = None) -> Adapter:
     """Load and validate one PEFT LoRA adapter folder (factors upcast to fp32).
 
     Args:
         path: the adapter folder.
         name: display/task name (default: the folder name).
         key_prefix: prefix to strip from keys instead of PEFT's ``base_model.model.``.
+        bounds: the base's dimensions (:class:`ShapeBounds`), checked against the declared shapes before
+            any tensor data is read.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -238,6 +284,8 @@ def load_adapter(path: str | Path, name: str | None = None, key_prefix: str | No
     raw: dict[str, dict[str, torch.Tensor]] = {}
     extra: dict[str, torch.Tensor] = {}
     weights = weight_file(folder)
+    if weights.suffix == ".safetensors" and weights.is_file():
+        check_declared_shapes(weights, config, key_prefix, bounds)
     for key, tensor in _iter_tensors(folder):
         if any(tag in key for tag in _UNSUPPORTED_LORA):
             kind = "DoRA magnitude vector" if "magnitude" in key else "LoRA on an embedding layer"
@@ -443,7 +491,9 @@ def load_adapter_set(
                 safe_name(name, "adapter name")
             except ValueError as exc:
                 raise AdapterError(str(exc)) from None
-    adapters = [load_adapter(p, None if names is None else names[i], key_prefix) for i, p in enumerate(paths)]
+    shapes = base.param_shapes if base is not None and base_shapes is None else base_shapes
+    bounds = ShapeBounds.of(shapes) if shapes else None
+    adapters = [load_adapter(p, None if names is None else names[i], key_prefix, bounds) for i, p in enumerate(paths)]
     if base is not None and base_shapes is None:
         # name every module as the base does (resolved by name and shape), which also validates the shapes
         return canonicalize(build_adapter_set(adapters), base.param_shapes, module_prefix)

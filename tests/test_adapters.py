@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,6 +221,61 @@ def test_expanded_tensor_in_a_pickle_is_refused_before_it_is_touched(families, t
     with pytest.raises(AdapterError, match="expanded or overlapping"):
         load_adapter(bad)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: no 1 GB allocation
+
+
+def _sparse_safetensors_bomb(folder: Path, extra_key: str, shape: tuple[int, ...]) -> None:
+    """Rewrite the adapter's safetensors with one more F32 tensor of ``shape`` whose data is a hole: a few KB
+    on disk, gigabytes declared (safetensors checks offsets, not what is stored)."""
+    import struct
+
+    from safetensors.torch import load_file
+
+    st = folder / "adapter_model.safetensors"
+    tensors = load_file(st)
+    header, blobs, offset = {}, [], 0
+    for key, t in tensors.items():
+        data = t.float().contiguous().numpy().tobytes()
+        header[key] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    huge = math.prod(shape) * 4
+    header[extra_key] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + huge]}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(st, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+        fh.truncate(8 + len(raw) + offset + huge)  # a hole, not written
+
+
+def test_sparse_safetensors_declaring_gigabytes_is_refused_before_reading(families, tmp_path):
+    """8 KB on disk declaring a 16384 × 16384 head: refused from the header (against the base, or as a
+    sparse file without one), nothing read."""
+    import resource
+
+    fam = families["bert"]
+    bad = _copy(fam.adapters[0], tmp_path)
+    _sparse_safetensors_bomb(bad, "base_model.model.classifier.weight", (16384, 16384))
+    st = bad / "adapter_model.safetensors"
+    assert st.stat().st_blocks * 512 < 100_000 and st.stat().st_size > 2**30
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(AdapterError, match="larger than any weight of the base"):
+        load_adapter_set([bad], base=BaseWeights.from_path(fam.base_dir))
+    with pytest.raises(AdapterError, match="sparse file"):
+        load_adapter(bad)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: no 1 GB allocation
+
+
+def test_oversized_or_wrong_rank_lora_factor_is_refused_from_the_header(families, tmp_path):
+    fam = families["bert"]
+    bad = _copy(fam.adapters[0], tmp_path)
+    r = json.loads((bad / "adapter_config.json").read_text())["r"]
+    _sparse_safetensors_bomb(bad, "base_model.model.encoder.layer.0.output.dense.lora_A.weight", (r, 10**8))
+    with pytest.raises(AdapterError, match="larger than any weight of the base"):
+        load_adapter_set([bad], base=BaseWeights.from_path(fam.base_dir))
+    bad2 = _copy(fam.adapters[1], tmp_path, "bad2")
+    _sparse_safetensors_bomb(bad2, "base_model.model.encoder.layer.0.output.dense.lora_B.weight", (64, r + 3))
+    with pytest.raises(AdapterError, match="but the config says"):
+        load_adapter(bad2)
 
 
 @pytest.mark.parametrize("edit, message", [
