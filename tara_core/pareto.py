@@ -60,10 +60,11 @@ def _open(zoo_ref):
 def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], params: dict | None = None,
                  steps: int = 100, warm_steps: int = 30, limit: int | None = None,
                  threads: int | None = None, warm_start: bool = True, bf16: bool = False,
-                 context: Sequence[int] | None = None) -> list[dict]:
+                 context: Sequence[int] | None = None, on_point: Callable[[], None] | None = None) -> list[dict]:
     """One method's sweep over ``ts`` (a warm-started chain for data-driven methods, unless ``warm_start``
     is False: then every point runs ``steps`` from φ_init); ``bf16``: optimize and evaluate under bf16
-    autocast (:mod:`tara_core.precision`); ``context``: the task set of a preference model's simplex."""
+    autocast (:mod:`tara_core.precision`); ``context``: the task set of a preference model's simplex;
+    ``on_point``: called after every point."""
     import torch
 
     from .evaluate import evaluate
@@ -92,6 +93,8 @@ def method_chain(zoo_ref, tasks: tuple[int, int], method: str, ts: list[float], 
         names = [zoo.task_names[i] for i in tasks]
         rows.append({"method": method, "t": t, "acc_a": acc[names[0]], "acc_b": acc[names[1]],
                      "seconds": time.perf_counter() - start, "warm": spec.data_driven and k > 0 and warm_start})
+        if on_point:
+            on_point()
     return rows
 
 
@@ -111,17 +114,22 @@ def _neutral_main():
             sys.modules["__main__"] = saved
 
 
-def _run_chains(jobs: list[dict], backend: str, workers: int | None) -> list[list[dict]]:
+def _run_chains(jobs: list[dict], backend: str, workers: int | None,
+                tick: Callable[[int], None] = lambda n: None) -> list[list[dict]]:
+    """Every job's chain, in the jobs' order; ``tick(n)`` reports n more points done (per point in this
+    process, per finished chain elsewhere)."""
     if backend == "local" or len(jobs) == 1:
-        return [method_chain(**job) for job in jobs]
+        return [method_chain(**job, on_point=lambda: tick(1)) for job in jobs]
     if backend == "process":
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
         import multiprocessing as mp
 
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         threads = max(1, (os.cpu_count() or 1) // workers)
         with _neutral_main(), ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(method_chain, **{**job, "threads": threads}) for job in jobs]
+            for done in as_completed(futures):
+                tick(len(jobs[futures.index(done)]["ts"]))
             return [f.result() for f in futures]
     if backend == "ray":
         try:
@@ -133,7 +141,12 @@ def _run_chains(jobs: list[dict], backend: str, workers: int | None) -> list[lis
             ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
         try:
             remote = ray.remote(num_cpus=1)(method_chain)
-            return ray.get([remote.remote(**{**job, "threads": 1}) for job in jobs])
+            refs = [remote.remote(**{**job, "threads": 1}) for job in jobs]
+            pending = list(refs)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                tick(len(jobs[refs.index(ready[0])]["ts"]))
+            return ray.get(refs)
         finally:
             if started:
                 ray.shutdown()
@@ -144,9 +157,11 @@ def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "t
                  "adamerging-layer", "tara-a", "tara-b"), points: int = 11, params: dict[str, dict] | None = None,
                  steps: int = 100, warm_steps: int = 30, limit: int | None = None, backend: str = "process",
                  workers: int | None = None, warm_start: bool = True, bf16: bool = False,
-                 context: Sequence[int] | None = None) -> pd.DataFrame:
+                 context: Sequence[int] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """The two-task front of every method plus the individual adapters (method ``individual:<task>``).
     ``context``: the tasks whose preference model ``*-pareto`` methods read (default all; must hold the pair).
+    ``progress(done, total)``: grid points done over all methods.
 
     ``bf16`` runs every chain and evaluation under bf16 autocast (fp32 by default).
 
@@ -167,7 +182,14 @@ def pareto_front(zoo, tasks: tuple[int, int], methods: Sequence[str] = ("ta", "t
     jobs = [dict(zoo_ref=ref, tasks=tuple(tasks), method=m, ts=ts, params=(params or {}).get(m), steps=steps,
                  warm_steps=warm_steps, limit=limit, warm_start=warm_start, bf16=bf16,
                  context=None if context is None else list(context)) for m in methods]
-    rows = [r for chain in _run_chains(jobs, backend, workers) for r in chain]
+    total, done = len(jobs) * len(ts), [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(done[0], total)
+
+    rows = [r for chain in _run_chains(jobs, backend, workers, tick) for r in chain]
     names = [zoo_obj.task_names[i] for i in tasks]
     for i in tasks:
         alone = merge(zoo_obj.adapters.subset([i]), "cat")

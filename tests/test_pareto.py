@@ -23,9 +23,9 @@ def test_grid_and_non_dominated():
     assert non_dominated([1, 1], [2, 2]) == [True, True]  # ties do not dominate each other
 
 
-def _front(zoo, backend):
+def _front(zoo, backend, progress=None):
     return pareto_front(zoo, (0, 2), methods=("ta", "ties", "tara-b"), points=3, steps=3, warm_steps=2,
-                        backend=backend, workers=2)
+                        backend=backend, workers=2, progress=progress)
 
 
 def test_front_is_non_dominated_and_has_references(zoo):
@@ -49,9 +49,12 @@ def test_front_is_non_dominated_and_has_references(zoo):
 @pytest.mark.parametrize("backend", ["process", "ray"])
 def test_backends_give_identical_tables(zoo, backend):
     cols = ["method", "t", "acc_a", "acc_b", "on_front", "on_global_front"]
-    local = _front(zoo, "local")[cols]
-    other = _front(zoo, backend)[cols]
+    seen = {"local": [], backend: []}
+    local = _front(zoo, "local", lambda done, total: seen["local"].append((done, total)))[cols]
+    other = _front(zoo, backend, lambda done, total: seen[backend].append((done, total)))[cols]
     pd.testing.assert_frame_equal(local.reset_index(drop=True), other.reset_index(drop=True))
+    assert seen["local"] == [(k, 9) for k in range(1, 10)]  # every point of the 3 chains, in this process
+    assert sorted(seen[backend]) == [(3, 9), (6, 9), (9, 9)]  # one report per finished chain
 
 
 def test_bad_front_requests(zoo):

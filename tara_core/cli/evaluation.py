@@ -89,10 +89,10 @@ def cmd_pareto(args) -> int:
         raise UsageError("--tasks takes exactly two task names, e.g. --tasks tweet_sentiment,movie_review")
     methods = method_list(args.methods)
     label = args.backend + (f" ({args.workers} workers)" if args.workers else "")
-    with console.status(f"{len(methods)} fronts × {args.points} points on {label}"):
+    with progress_bar(f"{len(methods)} fronts × {args.points} points on {label}", "points") as progress:
         df = pareto_front(zoo, tuple(tasks), methods, points=args.points, steps=args.steps,
                           warm_steps=args.warm_steps, limit=args.limit, backend=args.backend, workers=args.workers,
-                          bf16=args.bf16)
+                          bf16=args.bf16, progress=progress)
     print_frame(df[["method", "t", "acc_a", "acc_b", "on_front", "seconds"]], f"{zoo.name}: {args.tasks} front")
     curves = df[~df.method.str.startswith("individual")]
     hv = curves.groupby("method", sort=False).apply(lambda g: hypervolume(g.acc_a, g.acc_b), include_groups=False)
