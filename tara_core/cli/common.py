@@ -133,7 +133,17 @@ def print_frame(df, title: str) -> None:
         table.add_column(str(col), justify="right" if df[col].dtype.kind in "fi" else "left")
     for row in df.itertuples(index=False):
         table.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row])
-    out.print(table)
+    if out.is_terminal:
+        out.print(table)  # fitted to the window
+    else:  # a pipe or file has no width to fit: never truncate a header or a value
+        from rich.measure import Measurement
+
+        saved = out.width
+        out.width = max(saved, Measurement.get(out, out.options.update(max_width=100_000), table).maximum)
+        try:
+            out.print(table)
+        finally:
+            out.width = saved
 
 
 @contextlib.contextmanager
