@@ -27,10 +27,18 @@ from rich.table import Table  # noqa: E402
 from browser import CHROMIUM_ARGS, ROOT, goto_page, metric_value, streamlit_server, wait_idle  # noqa: E402
 
 
+def rho_sliders(page):
+    """The sidebar's ρ sliders (one per selected task)."""
+    return page.locator("[data-testid=stSidebar]").get_by_role("slider").all()
+
+
 def slider_values(page) -> dict[str, float]:
+    """Each ρ slider's value, read from the slider's own value label (aria-valuenow can be missing while
+    Streamlit redraws the widget)."""
     out = {}
-    for s in page.get_by_role("slider").all():
-        out[s.get_attribute("aria-label")] = float(s.get_attribute("aria-valuenow"))
+    for s in rho_sliders(page):
+        value = s.get_attribute("aria-valuenow") or s.get_attribute("aria-valuetext") or s.inner_text()
+        out[s.get_attribute("aria-label")] = float(value)
     return out
 
 
@@ -76,7 +84,7 @@ def main() -> None:
         end = time.time() + args.seconds
         while time.time() < end:
             for k, page in enumerate(pages):
-                sliders = page.get_by_role("slider").all()
+                sliders = rho_sliders(page)
                 thumb = sliders[rngs[k].randrange(len(sliders))]
                 thumb.focus()
                 thumb.press(rngs[k].choice(["ArrowLeft", "ArrowRight", "ArrowLeft", "Home", "End"]))

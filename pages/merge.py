@@ -47,6 +47,15 @@ bf16 = c3.toggle("bf16 (fast)", value=bf16_is_native(zoo.device), key="merge_bf1
                       "precision of the CLI's tables.")
 rho = current_rho(tasks)
 rho_key = tuple(round(r, 6) for r in rho)
+uniform_key = tuple(round(1.0 / len(tasks), 6) for _ in tasks)
+raw_rho = {t: float(st.session_state.get(f"rho_{t}", 1.0)) for t in names}
+moved = [t for t, v in raw_rho.items() if v != st.session_state.get("merge_raw_rho", raw_rho).get(t, v)]
+if moved:
+    st.session_state["merge_moved_task"] = moved[0]
+st.session_state["merge_raw_rho"] = raw_rho
+focus = st.session_state.get("merge_moved_task")
+if focus not in names:  # nothing moved yet: the task with the largest ρ (the first on ties)
+    focus = names[max(range(len(names)), key=lambda i: rho[i])]
 seed = int(st.session_state.get("seed", 0))
 base_key = (zoo.name, method, tuple(tasks), seed)
 adapters = zoo.adapters.subset(tasks)
@@ -129,18 +138,28 @@ def evaluations(merged, n: int) -> dict:
     return memo[key]
 
 
-def draw(acc: dict, n: int, final: bool, box) -> None:
+def draw(acc: dict, n: int, final: bool, box, at_uniform: dict | None = None) -> None:
+    """Metrics and per-task bars of the merge at this ρ on the first n test examples; ``at_uniform``: the same
+    method's accuracies at uniform ρ on the same examples (for the moved task's change)."""
     individual = cached_individual(zoo.name, tuple(tasks), n, bf16)
     ta = cached_eval(zoo.name, "ta", (), tuple(tasks), n, bf16)["accuracy"]
     norm = [100 * acc[t] / individual[t] for t in names]
     norm_ta = [100 * ta[t] / individual[t] for t in names]
+    weighted, weighted_ta = sum(r * v for r, v in zip(rho, norm)), sum(r * v for r, v in zip(rho, norm_ta))
     with box.container():
-        m1, m2 = st.columns(2)
+        m1, m2, m3 = st.columns(3)
         m1.metric("average normalized accuracy", f"{sum(norm) / len(norm):.1f} %",
                   delta=f"{sum(norm) / len(norm) - sum(norm_ta) / len(norm_ta):+.1f} vs TA",
                   help="Mean over tasks of 100 · merged accuracy / the task's own adapter's accuracy, both on the "
-                       "same test examples")
-        m2.metric("ρ-weighted normalized accuracy", f"{sum(r * v for r, v in zip(rho, norm)):.1f} %")
+                       "same test examples. A trade between tasks can leave it flat: see the tasks themselves.")
+        m2.metric("ρ-weighted normalized accuracy", f"{weighted:.1f} %", delta=f"{weighted - weighted_ta:+.1f} vs TA",
+                  help="Σ ρ_k · normalized accuracy of task k: how well the merge serves this preference (the plain "
+                       "average at uniform ρ). The delta compares TA weighted by the same ρ.")
+        k = names.index(focus)
+        change = None if at_uniform is None else norm[k] - 100 * at_uniform[focus] / individual[focus]
+        m3.metric(f"{focus} (ρ = {rho[k]:.2f})", f"{norm[k]:.1f} %",
+                  delta=None if change is None else f"{change:+.1f} vs uniform ρ",
+                  help="The task whose slider moved last: its normalized accuracy and its change from uniform ρ")
         available = min(len(zoo.data[i].test_labels) for i in tasks)
         st.caption(f"On the first {min(n, available)} test examples per task"
                    + ("" if final else f" — computing on {min(int(limit), available)}…"))
@@ -216,11 +235,21 @@ if spec.data_driven:
     box = st.empty()
     available = min(len(zoo.data[i].test_labels) for i in tasks)
     quick = int(min(preview, limit))
-    draw(evaluations(merged, quick), quick, quick >= min(limit, available), box)
+
+    def uniform(n: int) -> dict | None:
+        """This method's accuracies at uniform ρ (disk-cached, shipped for the first view)."""
+        return cached_eval(zoo.name, method, (), tuple(tasks), n, bf16, uniform_key)["accuracy"] if spec.preference_of else None
+
+    draw(evaluations(merged, quick), quick, quick >= min(limit, available), box, uniform(quick))
     if quick < min(limit, available):
-        draw(evaluations(merged, int(limit)), int(limit), True, box)
+        draw(evaluations(merged, int(limit)), int(limit), True, box, uniform(int(limit)))
     phi_panel(phi, param)
     download(merged)
+    if not zoo.memo.get("merge_page_warm"):
+        # the first view is read from disk; run the evaluation path once now (a few examples), so the first
+        # slider move does not also pay the process's first forward pass
+        evaluate(zoo, merged, tasks=tasks, limit=2, bf16=bf16)
+        zoo.memo["merge_page_warm"] = True
 else:
     st.caption(f"{method} is data-free: ρ does not change it.")
     acc = cached_eval(zoo.name, method, (), tuple(tasks), int(limit), bf16)["accuracy"]

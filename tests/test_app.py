@@ -102,6 +102,9 @@ def test_merge_page_preference_model_follows_the_sliders(zoo_env):
         assert not at.exception, at.exception
         phis[rho0] = at.session_state["current_merge"]["merge"].coefficients
     assert any(not torch.equal(phis[1.0][k], phis[0.0][k]) for k in phis[1.0])
+    # the moved task is shown with its change from uniform ρ, computed on the same examples
+    moved = next(m for m in at.metric if m.label == "task0 (ρ = 0.00)")
+    assert moved.delta.endswith("vs uniform ρ") and -100 <= float(moved.delta.split()[0]) <= 100
     # refine this ρ explicitly: per-ρ steps from φ(ρ)
     at.session_state["refine_steps"] = 2
     at.button(key="refine").click().run()
