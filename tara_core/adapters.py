@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from .cache import cache_root
 from .keymap import KeymapError, resolve_module_names, wrapped_module
 from .lowrank import Factors
 from .safe_io import safe_name, sanitize_name
@@ -148,7 +149,36 @@ def _read_config(folder: Path) -> dict:
 
 def _as_peft_reads_it(folder: Path, raw: dict) -> dict:
     """The config as PEFT itself reads it (``PeftConfig.from_pretrained``: its defaults, e.g. ``lora_alpha`` = 8
-    when absent, and its field set; keys a newer PEFT wrote are ignored, as PEFT does)."""
+    when absent, and its field set; keys a newer PEFT wrote are ignored, as PEFT does).
+
+    Importing PEFT takes seconds (it imports much of transformers), so PEFT's reading of a config is kept in
+    the cache (:func:`tara_core.cache.cache_root` ``/peft-configs``) under the SHA-256 of the config's bytes and
+    the installed PEFT version: the same file under the same PEFT is read the same way."""
+    from importlib.metadata import version
+
+    from .safe_io import atomic_file_write
+
+    key = hashlib.sha256((folder / CONFIG_NAME).read_bytes() + f"\0peft=={version('peft')}".encode()).hexdigest()
+    memo = cache_root() / "peft-configs" / f"{key}.json"
+    try:
+        cached = json.loads(memo.read_text())
+        if isinstance(cached, dict) and cached.get("peft_type") == "LORA":
+            return cached
+    except (OSError, ValueError):
+        pass
+    out = _read_with_peft(folder)
+    try:
+        text = json.dumps(out, sort_keys=True)
+    except (TypeError, ValueError):
+        return out  # a field JSON cannot hold: read by PEFT every time
+    try:
+        atomic_file_write(memo, text.encode())
+    except OSError:
+        pass  # a read-only cache only costs the import next time
+    return json.loads(text)  # the same values whether read from the cache or not
+
+
+def _read_with_peft(folder: Path) -> dict:
     import warnings
 
     from peft import LoraConfig, PeftConfig

@@ -50,6 +50,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .adapters import AdapterSet, file_sha256
+from .cache import cache_root
 from .methods import MergeError
 from .methods.learned import PreferenceConfig, parse_preference_config
 from .objective import scalarize, sharpen, validate_rho
@@ -324,12 +325,6 @@ def _short(value) -> str:
 
 
 # ---- where fitted models live -------------------------------------------------------------------------------
-def cache_root() -> Path:
-    """Fitted models for task subsets or settings a zoo does not ship: ``$TARA_CACHE`` or
-    ``~/.cache/tara-studio``."""
-    return Path(os.environ.get("TARA_CACHE") or Path.home() / ".cache" / "tara-studio")
-
-
 def zoo_fingerprint(zoo) -> str:
     """SHA-256 over the zoo's recorded file hashes (adapters, heads, data), its anchors and accuracies —
     everything a fit depends on — leaving out the fitted models and precomputed results themselves."""

@@ -79,7 +79,8 @@ def writing_to_zoo(zoo):
 def cached_result(zoo, kind: str, key: dict, compute: Callable[[], Any]) -> Any:
     """The stored result of ``compute()`` for (zoo, kind, key), computing and storing it when absent."""
     from .export import atomic_file_write
-    from .preference import cache_root, zoo_fingerprint
+    from .cache import cache_root
+    from .preference import zoo_fingerprint
 
     name = f"{kind}-{result_digest(kind, key)}.json"
     target = _TARGET.get()
