@@ -128,11 +128,26 @@ def test_pareto_command(tiny_zoo, tmp_path):
     assert {r["method"] for r in rows} == {"ta", "tara-b", "individual:task0", "individual:task1"}
 
 
+def test_pareto_front_of_a_pair_model(tiny_zoo, tmp_path, monkeypatch):
+    """--context pair: the preference model of the two tasks alone (fitted once, cached), at its vertices each
+    adapter alone, since the model starts as TA with task weights N·ρ and a vertex keeps only its own task."""
+    monkeypatch.setenv("TARA_CACHE", str(tmp_path / "cache"))
+    outp = tmp_path / "front.json"
+    assert main(["pareto", "--zoo", str(tiny_zoo), "--tasks", "task0,task2", "--points", "2", "--methods",
+                 "tara-b-pareto", "--param", "tara-b-pareto.steps=2", "--context", "pair", "--backend", "local",
+                 "--out", str(outp)]) == 0
+    rows = json.loads(outp.read_text())
+    assert {r["method"] for r in rows} == {"tara-b-pareto", "individual:task0", "individual:task2"}
+    assert len(list((tmp_path / "cache" / "preference").rglob("*.safetensors"))) == 1
+
+
 @pytest.mark.parametrize("args, match", [
     (["diagnose", "--what", "erank,bogus"], "--what"),
     (["pareto", "--tasks", "task0", "--out", "x.json"], "exactly two"),
     (["pareto", "--tasks", "task0,nope", "--out", "x.json"], "unknown task"),
     (["pareto", "--tasks", "task0,task1", "--methods", "ta,zz", "--out", "x.json"], "unknown method"),
+    (["pareto", "--tasks", "task0,task1", "--context", "task0,task2", "--out", "x.json"], "must include both"),
+    (["pareto", "--tasks", "task0,task1", "--context", "task0,nope", "--out", "x.json"], "unknown task"),
 ])
 def test_diagnose_pareto_errors(tiny_zoo, capsys, args, match):
     assert main([args[0], "--zoo", str(tiny_zoo), *args[1:]]) == 2

@@ -88,13 +88,14 @@ def cmd_pareto(args) -> int:
     if len(tasks) != 2:
         raise UsageError("--tasks takes exactly two task names, e.g. --tasks tweet_sentiment,movie_review")
     methods = method_list(args.methods)
+    per = method_params(args.param, methods)
     context = (None if args.context == "all" else tasks if args.context == "pair"
                else task_indices(zoo, args.context))
     if context is not None and not set(tasks) <= set(context):
         raise UsageError(f"--context {args.context} must include both --tasks")
     label = args.backend + (f" ({args.workers} workers)" if args.workers else "")
     with progress_bar(f"{len(methods)} fronts × {args.points} points on {label}", "points") as progress:
-        df = pareto_front(zoo, tuple(tasks), methods, points=args.points, steps=args.steps,
+        df = pareto_front(zoo, tuple(tasks), methods, points=args.points, params=per, steps=args.steps,
                           warm_steps=args.warm_steps, limit=args.limit, backend=args.backend, workers=args.workers,
                           bf16=args.bf16, context=context, progress=progress)
     print_frame(df[["method", "t", "acc_a", "acc_b", "on_front", "seconds"]], f"{zoo.name}: {args.tasks} front")
@@ -179,6 +180,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=positive_int, help="parallel chains (default: one per method, at most the CPUs)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--bf16", action="store_true", help="optimize and evaluate under bf16 autocast (default fp32)")
+    p.add_argument("--param", action="append", metavar="[METHOD.]KEY=VALUE", help="method parameter")
     p.add_argument("--context", default="all",
                    help="the task set whose preference model the *-pareto methods read: all, pair (a model of "
                         "the two tasks alone, fitted once and cached) or task names")
