@@ -55,7 +55,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", default="demo-text")
     ap.add_argument("--moves", type=int, default=3, help="drags of the first slider to 0 and back")
-    ap.add_argument("--screenshot", help="save the Merge page after the last move to this PNG")
+    ap.add_argument("--screenshot", help="save the Merge page after the last move to this PNG (and the Pareto, "
+                                         "Coverage and Anisotropy first views next to it)")
     args = ap.parse_args()
     console = Console()
     views, moves = [], []
@@ -74,6 +75,8 @@ def main() -> None:
             wait_idle(page, 600_000)
             views.append((title, time.perf_counter() - t0))
             assert not page.locator("[data-testid=stException]").count(), title
+            if args.screenshot and title in ("Pareto", "Coverage", "Anisotropy"):  # untimed, after the view
+                page.screenshot(path=str(Path(args.screenshot).with_name(f"{title.lower()}.png")), full_page=True)
         goto_page(page, "Merge")
         page.get_by_text(LABEL).wait_for(timeout=600_000)
         wait_idle(page, 600_000)
