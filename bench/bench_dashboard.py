@@ -97,7 +97,11 @@ def main() -> None:
                           "change quick": quick - old, "change final": metric_value(page, LABEL) - old,
                           "weighted": metric_value(page, WEIGHTED) - old_weighted,
                           "task": metric_value(page, f"{first_task} (ρ =")})
-        if args.screenshot:
+        if args.screenshot:  # untimed: the first task dropped (ρ = 0), what a user sees after the drag
+            thumb.focus()
+            thumb.press("Home")
+            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
+            wait_idle(page, 300_000)
             page.screenshot(path=args.screenshot, full_page=True)
     shutil.rmtree(cache, ignore_errors=True)
     where = f"{cpu_name()}, fp32 unless bf16 is native (native: {bf16_is_native('cpu')})"
