@@ -204,7 +204,7 @@ def test_concurrent_merged_forwards_do_not_mix(tiny_zoo):
     batch = bb.preprocess(zoo.data[0].val)
     merges = [merged_overrides(zoo, merge(zoo.adapters.subset([i]), "cat")) for i in range(3)]
     expected = [bb.features(batch, w) for w in merges]
-    results, errors = {}, []
+    errors = []
 
     def worker(i):
         try:
