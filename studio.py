@@ -92,10 +92,15 @@ def optimization_lock():
     return threading.Lock()
 
 
+def slider_values(tasks: list[int]) -> dict[str, float]:
+    """The sidebar's raw ρ slider value of each selected task (1 before the slider is drawn)."""
+    zoo = get_zoo(st.session_state["zoo"])
+    return {zoo.task_names[i]: float(st.session_state.get(f"rho_{zoo.task_names[i]}", 1.0)) for i in tasks}
+
+
 def current_rho(tasks: list[int]) -> list[float]:
     """The sidebar's ρ for the selected tasks, normalized to sum 1 (uniform when all sliders are 0)."""
-    zoo = get_zoo(st.session_state["zoo"])
-    raw = [float(st.session_state.get(f"rho_{zoo.task_names[i]}", 1.0)) for i in tasks]
+    raw = list(slider_values(tasks).values())
     total = sum(raw)
     return [r / total for r in raw] if total > 0 else [1.0 / len(tasks)] * len(tasks)
 

@@ -11,7 +11,7 @@ import plotly.express as px
 import streamlit as st
 
 from studio import (PALETTE, cached_eval, cached_individual, current_rho, get_param, optimization_lock,
-                    preference_model, selection)
+                    preference_model, selection, slider_values)
 from tara_core.diagnostics import split_module_name
 from tara_core.evaluate import evaluate
 from tara_core.firstview import DEFAULTS
@@ -37,6 +37,7 @@ if len(tasks) < 2:
     st.stop()
 
 names = [zoo.task_names[i] for i in tasks]
+available = min(len(zoo.data[i].test_labels) for i in tasks)  # test examples every selected task has
 c1, c2, c3 = st.columns(3)
 preview = c1.number_input("quick estimate on (test examples per task)", 5, 500, DEFAULTS["merge"]["preview"], 5,
                           key="eval_preview", help="Shown right after a slider move")
@@ -48,8 +49,9 @@ bf16 = c3.toggle("bf16 (fast)", value=bf16_is_native(zoo.device), key="merge_bf1
 rho = current_rho(tasks)
 rho_key = tuple(round(r, 6) for r in rho)
 uniform_key = tuple(round(1.0 / len(tasks), 6) for _ in tasks)
-raw_rho = {t: float(st.session_state.get(f"rho_{t}", 1.0)) for t in names}
-moved = [t for t, v in raw_rho.items() if v != st.session_state.get("merge_raw_rho", raw_rho).get(t, v)]
+raw_rho = slider_values(tasks)
+previous = st.session_state.get("merge_raw_rho", raw_rho)
+moved = [t for t, v in raw_rho.items() if v != previous.get(t, v)]
 if moved:
     st.session_state["merge_moved_task"] = moved[0]
 st.session_state["merge_raw_rho"] = raw_rho
@@ -160,7 +162,6 @@ def draw(acc: dict, n: int, final: bool, box, at_uniform: dict | None = None) ->
         m3.metric(f"{focus} (ρ = {rho[k]:.2f})", f"{norm[k]:.1f} %",
                   delta=None if change is None else f"{change:+.1f} vs uniform ρ",
                   help="The task whose slider moved last: its normalized accuracy and its change from uniform ρ")
-        available = min(len(zoo.data[i].test_labels) for i in tasks)
         st.caption(f"On the first {min(n, available)} test examples per task"
                    + ("" if final else f" — computing on {min(int(limit), available)}…"))
         rows = [{"task": t, "model": label, "normalized accuracy (%)": 100 * a[t] / individual[t], "accuracy (%)": a[t]}
@@ -233,7 +234,6 @@ if spec.data_driven:
     st.session_state["current_merge"] = {"zoo": zoo.name, "method": method, "tasks": tuple(tasks), "merge": merged}
     st.caption(f"φ for ρ = ({', '.join(f'{r:.2f}' for r in rho)}): {how}")
     box = st.empty()
-    available = min(len(zoo.data[i].test_labels) for i in tasks)
     quick = int(min(preview, limit))
 
     def uniform(n: int) -> dict | None:

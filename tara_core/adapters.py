@@ -111,8 +111,9 @@ def _read_config(folder: Path) -> dict:
     cfg_path = folder / CONFIG_NAME
     if not cfg_path.is_file():
         raise AdapterError(f"{folder}: no {CONFIG_NAME} (is this a PEFT adapter folder?)")
+    data = cfg_path.read_bytes()
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AdapterError(f"{cfg_path}: not valid JSON ({exc})") from None
     if not isinstance(config, dict):
@@ -144,21 +145,22 @@ def _read_config(folder: Path) -> dict:
             if not positive(value, integer):
                 kind = "positive integers" if integer else "positive finite numbers"
                 raise AdapterError(f"{cfg_path}: {key}[{pattern!r}] must be {kind}, got {value!r}")
-    return _as_peft_reads_it(folder, config)
+    return _as_peft_reads_it(folder, data)
 
 
-def _as_peft_reads_it(folder: Path, raw: dict) -> dict:
+def _as_peft_reads_it(folder: Path, data: bytes) -> dict:
     """The config as PEFT itself reads it (``PeftConfig.from_pretrained``: its defaults, e.g. ``lora_alpha`` = 8
     when absent, and its field set; keys a newer PEFT wrote are ignored, as PEFT does).
 
     Importing PEFT takes seconds (it imports much of transformers), so PEFT's reading of a config is kept in
     the cache (:func:`tara_core.cache.cache_root` ``/peft-configs``) under the SHA-256 of the config's bytes and
-    the installed PEFT version: the same file under the same PEFT is read the same way."""
+    the installed PEFT version (``data``: the config file's bytes): the same file under the same PEFT is read
+    the same way."""
     from importlib.metadata import version
 
     from .safe_io import atomic_file_write
 
-    key = hashlib.sha256((folder / CONFIG_NAME).read_bytes() + f"\0peft=={version('peft')}".encode()).hexdigest()
+    key = hashlib.sha256(data + f"\0peft=={version('peft')}".encode()).hexdigest()
     memo = cache_root() / "peft-configs" / f"{key}.json"
     try:
         cached = json.loads(memo.read_text())
@@ -242,7 +244,8 @@ def check_declared_shapes(st_path: Path, config: dict, key_prefix: str | None, b
                 raise AdapterError(f"{st_path}: {key} declares shape {shape}: rank {rank}, but the config says r={r}")
         if bounds is not None and math.prod(shape) > bounds.max_numel:
             raise AdapterError(f"{st_path}: {key} declares shape {shape}, larger than any weight of the base")
-    size, allocated = st_path.stat().st_size, st_path.stat().st_blocks * 512
+    stat = st_path.stat()
+    size, allocated = stat.st_size, stat.st_blocks * 512
     if size > SPARSE_MIN_BYTES and allocated * 4 < size:
         raise AdapterError(f"{st_path}: declares {size / 2**20:.0f} MB of tensors but occupies "
                            f"{allocated / 2**20:.1f} MB on disk (a sparse file); refused")

@@ -15,9 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 
-from .adapters import AdapterError
+from .adapters import AdapterError, declared_shapes
 from .keymap import wrapped_module
 
 __all__ = ["BaseWeights"]
@@ -144,9 +144,5 @@ def _load_bin(f: Path) -> dict:
 
 def _file_shapes(f: Path) -> dict[str, tuple[int, ...]]:
     if f.suffix == ".safetensors":
-        try:
-            with safe_open(str(f), framework="pt") as fh:
-                return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
-        except (SafetensorError, OSError) as exc:
-            raise AdapterError(f"{f}: corrupt or truncated safetensors file ({exc})") from None
+        return declared_shapes(f)
     return {k: tuple(v.shape) for k, v in _load_bin(f).items()}

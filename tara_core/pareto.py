@@ -127,10 +127,10 @@ def _run_chains(jobs: list[dict], backend: str, workers: int | None,
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         threads = max(1, (os.cpu_count() or 1) // workers)
         with _neutral_main(), ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(method_chain, **{**job, "threads": threads}) for job in jobs]
+            futures = {pool.submit(method_chain, **{**job, "threads": threads}): job for job in jobs}
             for done in as_completed(futures):
-                tick(len(jobs[futures.index(done)]["ts"]))
-            return [f.result() for f in futures]
+                tick(len(futures[done]["ts"]))
+            return [f.result() for f in futures]  # in the jobs' order
     if backend == "ray":
         try:
             import ray
@@ -141,12 +141,12 @@ def _run_chains(jobs: list[dict], backend: str, workers: int | None,
             ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
         try:
             remote = ray.remote(num_cpus=1)(method_chain)
-            refs = [remote.remote(**{**job, "threads": 1}) for job in jobs]
+            refs = {remote.remote(**{**job, "threads": 1}): job for job in jobs}
             pending = list(refs)
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
-                tick(len(jobs[refs.index(ready[0])]["ts"]))
-            return ray.get(refs)
+                tick(len(refs[ready[0]]["ts"]))
+            return ray.get(list(refs))
         finally:
             if started:
                 ray.shutdown()
