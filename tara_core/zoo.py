@@ -17,7 +17,8 @@ import gzip
 import hashlib
 import json
 import os
-from functools import cached_property
+import threading
+from functools import wraps
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +39,25 @@ def _shipped_zoos() -> Path:
 REPO_ZOOS = _shipped_zoos()
 
 __all__ = ["ZooError", "ZooManifest", "Zoo", "TaskData", "zoo_paths", "list_zoos", "open_zoo", "file_sha256"]
+
+
+def _loaded_once(load):
+    """A read-only property computed once per zoo under its own lock: the dashboard loads a zoo's backbone in a
+    background thread while pages may ask for it, and a second caller waits for the first load instead of
+    starting another (functools.cached_property has no lock from Python 3.12). A load that raises is retried
+    by the next caller."""
+    name = load.__name__
+
+    @wraps(load)
+    def get(self):
+        loaded = self._loaded
+        if name not in loaded:
+            with self._locks[name]:
+                if name not in loaded:
+                    loaded[name] = load(self)
+        return loaded[name]
+
+    return property(get)
 
 
 class ZooError(ValueError):
@@ -175,6 +195,8 @@ class Zoo:
     def __init__(self, folder: Path, manifest: ZooManifest, device: str = "cpu"):
         self.folder, self.manifest, self.device = folder, manifest, device
         self.memo: dict = {}  # results derived from this zoo's fixed inputs (e.g. accuracies on test subsets)
+        self._loaded: dict = {}  # adapters, heads, data, backbone once loaded (see _loaded_once)
+        self._locks = {part: threading.Lock() for part in ("adapters", "heads", "data", "backbone")}
 
     @property
     def name(self) -> str:
@@ -184,7 +206,7 @@ class Zoo:
     def task_names(self) -> list[str]:
         return [t.name for t in self.manifest.tasks]
 
-    @cached_property
+    @_loaded_once
     def adapters(self) -> AdapterSet:
         """The tasks' adapters, named as the base names its modules (``backbone.module_prefix`` picks the
         tower: KnOTS' ``encoder.layers.N…`` become ``vision_model.encoder.layers.N…``)."""
@@ -197,7 +219,7 @@ class Zoo:
         return load_adapter_set(paths, names=self.task_names, base=base,
                                 module_prefix=self.manifest.backbone.get("module_prefix", ""))
 
-    @cached_property
+    @_loaded_once
     def heads(self) -> list[TaskHead]:
         path = self.folder / self.manifest.heads
         try:
@@ -219,7 +241,7 @@ class Zoo:
                                   None if bias is None else bias.float().to(self.device), len(t.classes)))
         return heads
 
-    @cached_property
+    @_loaded_once
     def data(self) -> list[TaskData]:
         out = []
         opened: dict = {}  # image datasets by (task, split): a one-pool dataset serves val and test
@@ -254,7 +276,7 @@ class Zoo:
     def base_path(self) -> Path:
         return self.manifest.base.resolve(self.folder)
 
-    @cached_property
+    @_loaded_once
     def backbone(self):
         base_path = self.base_path
         kind, cfg = self.manifest.kind, self.manifest.backbone

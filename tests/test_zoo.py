@@ -269,3 +269,30 @@ def test_precompute_ships_the_preference_model_and_first_views(tiny_zoo, tmp_pat
     assert firstview.evaluation(zoo, "tara-b-pareto", rho=[1 / n] * n, limit=10)["accuracy"]
     assert firstview.evaluation(zoo, "ta", limit=10)["accuracy"]
     assert len(firstview.coverage_frame(zoo)) > 0
+
+
+def test_concurrent_first_access_loads_the_backbone_once(tiny_zoo, monkeypatch):
+    """The dashboard loads a zoo's backbone in a background thread while a page may ask for it: both callers
+    get the same object and the loader runs once."""
+    import threading
+    import time
+
+    from tara_core import zoo as zoo_module
+
+    zoo = open_zoo(tiny_zoo)
+    calls = []
+    real = zoo_module.Zoo.backbone.fget.__wrapped__
+
+    def backbone(self):  # the property's name keys its lock
+        calls.append(threading.current_thread().name)
+        time.sleep(0.2)
+        return real(self)
+
+    monkeypatch.setattr(zoo_module.Zoo, "backbone", zoo_module._loaded_once(backbone))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(zoo.backbone)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(got) == 3 and all(b is got[0] for b in got)
