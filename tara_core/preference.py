@@ -344,6 +344,13 @@ def shipped_path(zoo, variant: str) -> Path:
     return zoo.folder / "preference" / variant
 
 
+def cache_path(zoo, variant: str, task_names: list[str], cfg: PreferenceConfig, fingerprint: str | None = None) -> Path:
+    """Where a fit of ``variant`` on these tasks and settings is cached (per zoo fingerprint)."""
+    fingerprint = fingerprint or zoo_fingerprint(zoo)
+    return (cache_root() / "preference" / f"{zoo.name}-{fingerprint[:12]}"
+            / f"{variant}-{_settings_key(variant, task_names, cfg)}")
+
+
 def preference_model_for(zoo, variant: str, tasks: Sequence[int] | None = None, config: PreferenceConfig | dict | None = None,
                          param: Parameterization | None = None, progress: Callable | None = None,
                          should_cancel: Callable | None = None, log: Callable[[str], None] | None = None
@@ -378,7 +385,7 @@ def _find_or_fit(zoo, variant, tasks, cfg, param, progress, should_cancel, log):
     candidates = []
     if tasks == list(range(len(zoo.task_names))) and cfg.fit_fields() == default.fit_fields():
         candidates.append(shipped_path(zoo, variant))
-    cached = cache_root() / "preference" / f"{zoo.name}-{fingerprint[:12]}" / f"{variant}-{_settings_key(variant, names, cfg)}"
+    cached = cache_path(zoo, variant, names, cfg, fingerprint)
     candidates.append(cached)
     if not cfg.refit:
         for path in candidates:
@@ -395,4 +402,4 @@ def _find_or_fit(zoo, variant, tasks, cfg, param, progress, should_cancel, log):
     return model, st_path
 
 
-__all__ += ["shipped_path", "expert_probabilities"]
+__all__ += ["shipped_path", "cache_path", "expert_probabilities"]

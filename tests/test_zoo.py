@@ -296,3 +296,28 @@ def test_concurrent_first_access_loads_the_backbone_once(tiny_zoo, monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1 and len(got) == 3 and all(b is got[0] for b in got)
+
+
+def test_precompute_adopts_a_cached_fit_instead_of_refitting(tiny_zoo, tmp_path, monkeypatch):
+    """A fit the CLI or dashboard already cached (same zoo files, default settings) is verified and copied into the
+    zoo; a cached file that does not verify is not adopted."""
+    from tara_core import preference
+    from tara_core.methods.learned import PreferenceConfig
+    from tara_core.recipes import _adopt_cached_fit
+
+    monkeypatch.setenv("TARA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(PreferenceConfig.model_fields["steps"], "default", 3)
+    folder = tmp_path / "tiny-text"
+    shutil.copytree(tiny_zoo, folder)
+    shutil.rmtree(folder / "preference", ignore_errors=True)
+    zoo = open_zoo(folder, check_hashes=False, require_digest=False)
+    model, cached = preference.preference_model_for(zoo, "tara-b")  # fitted and cached
+    fingerprint = preference.zoo_fingerprint(zoo)
+    shipped = preference.shipped_path(zoo, "tara-b")
+    assert _adopt_cached_fit(cached.with_suffix(""), shipped, fingerprint)
+    again = preference.load_model(shipped, {"fingerprint": fingerprint})
+    assert torch.equal(again.task_scale, model.task_scale)
+    assert not list(shipped.parent.glob(".*"))  # no temporary file left
+    assert not _adopt_cached_fit(cached.with_suffix(""), shipped, "0" * 64)  # another zoo's files: refused
+    cached.write_bytes(b"not a safetensors file")
+    assert not _adopt_cached_fit(cached.with_suffix(""), shipped, fingerprint)  # corrupt: refused

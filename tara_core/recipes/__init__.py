@@ -107,6 +107,29 @@ def build_zoo(name: str, out_root: Path, overwrite: bool = False, log=print, **o
     return target
 
 
+def _adopt_cached_fit(cached: Path, shipped: Path, fingerprint: str) -> bool:
+    """Copy a cached fit of a zoo's full task set at the default settings into the zoo (a fit the dashboard or the
+    CLI already paid for), after verifying it; False when there is none or it does not verify."""
+    import shutil
+
+    from ..export import atomic_file_write
+    from ..methods.learned import PreferenceConfig
+    from ..preference import PreferenceError, load_model
+
+    if not cached.with_suffix(".json").is_file():
+        return False
+    try:
+        load_model(cached, {"fingerprint": fingerprint, "settings": PreferenceConfig().fit_fields()})
+    except PreferenceError:
+        return False
+    shipped.parent.mkdir(parents=True, exist_ok=True)
+    tmp = shipped.with_name(f".{shipped.name}.partial")  # hidden: never listed as a zoo file
+    shutil.copyfile(cached.with_suffix(".safetensors"), tmp)
+    tmp.replace(shipped.with_suffix(".safetensors"))
+    atomic_file_write(shipped.with_suffix(".json"), cached.with_suffix(".json").read_text())
+    return True
+
+
 def precompute_zoo(folder: Path, log=print, variants=PREFERENCE_VARIANTS, refit: bool = False) -> list[str]:
     """The last step of a zoo build: fit the preference models of its full task set (``preference/``, default
     settings; kept when already fitted on these exact files unless ``refit``), compute every dashboard page's
@@ -117,7 +140,8 @@ def precompute_zoo(folder: Path, log=print, variants=PREFERENCE_VARIANTS, refit:
     from ..firstview import precompute
     from ..methods.learned import PreferenceConfig
     from ..optimize import MergeData
-    from ..preference import PreferenceError, fit_preference_model, load_model, save_model, shipped_path, zoo_fingerprint
+    from ..preference import (PreferenceError, cache_path, fit_preference_model, load_model, save_model, shipped_path,
+                              zoo_fingerprint)
     from ..zoo import ZooError, open_zoo, write_manifest
 
     folder = Path(folder)
@@ -135,6 +159,10 @@ def precompute_zoo(folder: Path, log=print, variants=PREFERENCE_VARIANTS, refit:
                 continue
             except PreferenceError as exc:
                 log(f"{zoo.name}: refitting the {variant} preference model ({exc})")
+        cached = cache_path(zoo, variant, zoo.task_names, PreferenceConfig(), fingerprint)
+        if not refit and _adopt_cached_fit(cached, path, fingerprint):
+            log(f"{zoo.name}: the {variant} preference model is the cached fit {cached.name} (same files and settings)")
+            continue
         start = time.perf_counter()
         model = fit_preference_model(
             MergeData.from_zoo(zoo), zoo.adapters, variant, PreferenceConfig(),
