@@ -284,15 +284,19 @@ def steering(zoo, method: str, params: dict | None = None, emphasis: float = 0.5
 
 def steering_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per method: each task's gain when emphasized (normalized accuracy at its emphasis − at uniform ρ),
-    the steer (mean gain), how many tasks gain, and the uniform-ρ average normalized accuracy."""
+    the steer (mean gain), how many tasks gain, the uniform-ρ average normalized accuracy, and how far the
+    average over all tasks moves from it at an emphasis (mean and smallest |change| over the emphases; with
+    emphasis 0 this is the dashboard's "drop one slider to 0")."""
     out = []
     for method, g in rows.groupby("method", sort=False):
         uni = g[g.emphasized == "uniform"].set_index("task")["normalized_accuracy"]
         gains = {t: float(g[(g.emphasized == t) & (g.task == t)]["normalized_accuracy"].iloc[0] - uni[t])
                  for t in uni.index}
+        moves = [float(g[g.emphasized == t]["normalized_accuracy"].mean() - uni.mean()) for t in uni.index]
         out.append({"method": method, **{f"gain {t}": v for t, v in gains.items()},
                     "steer": float(np.mean(list(gains.values()))), "tasks gaining": sum(v > 0 for v in gains.values()),
-                    "uniform average": float(uni.mean())})
+                    "uniform average": float(uni.mean()), "average change": float(np.mean(moves)),
+                    "smallest |average change|": float(min(abs(m) for m in moves))})
     return pd.DataFrame(out)
 
 

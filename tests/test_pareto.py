@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from tara_core.cli import main
-from tara_core.pareto import grid, non_dominated, pareto_front, preference_sensitivity, sensitivity_summary
+from tara_core.pareto import (emphasis_rhos, grid, non_dominated, pareto_front, preference_sensitivity, sensitivity_summary,
+                              steering, steering_summary)
 from tara_core.zoo import open_zoo
 from zoo_fixture import build_tiny_zoo
 
@@ -97,3 +98,30 @@ def test_bf16_front_matches_fp32_front(zoo):
     assert list(bf16["method"]) == list(fp32["method"]) and list(bf16["t"]) == list(fp32["t"])
     # 20 test examples per task: a flipped prediction is 5 points
     assert (bf16[["acc_a", "acc_b"]] - fp32[["acc_a", "acc_b"]]).abs().max().max() <= 10.0
+
+
+def test_steering_summary_by_hand():
+    """Two tasks a, b: uniform 80 / 60; emphasizing a gives 90 / 50, emphasizing b gives 70 / 64."""
+    table = {"uniform": (80, 60), "a": (90, 50), "b": (70, 64)}
+    rows = pd.DataFrame([{"method": "m", "emphasized": e, "task": t, "normalized_accuracy": v}
+                         for e, vals in table.items() for t, v in zip("ab", vals)])
+    out = steering_summary(rows).iloc[0]
+    assert out["gain a"] == 10 and out["gain b"] == 4 and out["steer"] == 7 and out["tasks gaining"] == 2
+    assert out["uniform average"] == 70
+    assert out["average change"] == pytest.approx(((70 - 70) + (67 - 70)) / 2)
+    assert out["smallest |average change|"] == 0
+
+
+def test_emphasis_zero_drops_each_task_and_ta_follows_its_weights(zoo):
+    assert emphasis_rhos(3, 0.0)[1] == (0, [0.0, 0.5, 0.5])
+    rows = steering(zoo, "ta", emphasis=0.0)
+    assert set(rows.emphasized) == {"uniform", *zoo.task_names}
+    # TA with task weights N·ρ: dropping a task is TA of the other adapters at weight N / (N − 1)
+    from tara_core.evaluate import evaluate
+    from tara_core.methods import merge
+
+    n = len(zoo.task_names)
+    dropped = merge(zoo.adapters, "ta", weights=[0.0] + [n / (n - 1)] * (n - 1))
+    acc = evaluate(zoo, dropped)
+    got = rows[rows.emphasized == zoo.task_names[0]].set_index("task")["accuracy"]
+    assert all(got[t] == pytest.approx(acc[t]) for t in zoo.task_names)

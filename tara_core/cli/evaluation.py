@@ -62,8 +62,8 @@ def cmd_steer(args) -> int:
     zoo = open_zoo(args.zoo, device=args.device)
     methods = method_list(args.methods)
     per = method_params(args.param, methods)
-    if not 0 < args.emphasis < 1:
-        raise UsageError(f"--emphasis must be in (0, 1), got {args.emphasis}")
+    if not 0 <= args.emphasis < 1:
+        raise UsageError(f"--emphasis must be in [0, 1), got {args.emphasis}")
     import pandas as pd
 
     frames = []
@@ -149,12 +149,15 @@ def register(sub) -> None:
                     "For every task k: normalized accuracy with ρ_k = EMPHASIS (the others share the rest) minus at "
                     "uniform ρ. Data-driven methods get ρ; data-free ones the task weights N·ρ.",
                     ["steer --zoo demo-text --methods ta,tara-b-pareto",
-                     "steer --zoo demo-vision --methods tara-b --param steps=250 --out steer.csv"])
+                     "steer --zoo demo-vision --methods tara-b --param steps=250 --out steer.csv",
+                     "steer --zoo demo-text --methods tara-b-pareto --emphasis 0"])
     p.add_argument("--zoo", required=True, help="zoo name or folder")
     p.add_argument("--methods", default="ta,tara-b-pareto",
                    help="data-driven methods get ρ, data-free ones the task weights N·ρ")
     p.add_argument("--param", action="append", metavar="[METHOD.]KEY=VALUE", help="method parameter")
-    p.add_argument("--emphasis", type=float, default=0.5, help="ρ of the emphasized task (the others share the rest)")
+    p.add_argument("--emphasis", type=float, default=0.5,
+                   help="ρ of the emphasized task (the others share the rest); 0: drop each task in turn, as a "
+                        "slider moved to 0")
     p.add_argument("--limit", type=positive_int, help="evaluate on the first N test examples per task")
     p.add_argument("--bf16", action="store_true", help="evaluate under bf16 autocast (default fp32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
