@@ -351,6 +351,16 @@ def cache_path(zoo, variant: str, task_names: list[str], cfg: PreferenceConfig, 
             / f"{variant}-{_settings_key(variant, task_names, cfg)}")
 
 
+def _other_settings(path: Path, cfg: PreferenceConfig) -> bool:
+    """True when a shipped or cached file records a fit with other settings (a zoo shipped before the defaults
+    changed): not the model asked for, so the lookup goes on (a corrupt record is left to load_model to refuse)."""
+    try:
+        recorded = json.loads(path.with_suffix(".json").read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(recorded, dict) and recorded != cfg.fit_fields()
+
+
 def preference_model_for(zoo, variant: str, tasks: Sequence[int] | None = None, config: PreferenceConfig | dict | None = None,
                          param: Parameterization | None = None, progress: Callable | None = None,
                          should_cancel: Callable | None = None, log: Callable[[str], None] | None = None
@@ -389,7 +399,7 @@ def _find_or_fit(zoo, variant, tasks, cfg, param, progress, should_cancel, log):
     candidates.append(cached)
     if not cfg.refit:
         for path in candidates:
-            if path.with_suffix(".json").is_file():
+            if path.with_suffix(".json").is_file() and not _other_settings(path, cfg):
                 return load_model(path, {**expect, "settings": cfg.fit_fields()}), path.with_suffix(".safetensors")
     if log:
         log(f"fitting the {variant} preference model on {', '.join(names)} ({cfg.steps} steps)")

@@ -53,7 +53,7 @@ class PreferenceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(400, ge=0, le=100_000, description="fit steps, one sampled ρ and one batch per task each")
-    lr: float = Field(5e-3, gt=0, le=1.0, description="Adam learning rate of the shared profile and per-task scales")
+    lr: float = Field(1e-2, gt=0, le=1.0, description="Adam learning rate of the shared profile and per-task scales")
     weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay of the profiles")
     batch_size: int = Field(16, ge=1, le=4096, description="unlabeled examples per task per step")
     phi_init: float = Field(0.4, ge=-10, le=10, description="φ at uniform ρ before fitting (TA, λ = 0.4)")
@@ -68,7 +68,8 @@ class PreferenceConfig(BaseModel):
     alpha: float = Field(0.1, gt=0, le=1000, description="STCH temperature α")
     sharpness: float = Field(3.0, ge=0.25, le=8, description="γ: the scalarization weighs the tasks by ρ^γ "
                                                             "(renormalized; 1: ρ itself)")
-    concentration: float = Field(1.0, gt=0, description="Dirichlet concentration of the sampled ρ (1: uniform)")
+    concentration: float = Field(2.0, gt=0, description="Dirichlet concentration of the sampled ρ (1: uniform over "
+                                                        "the simplex; 2: more samples near uniform ρ)")
     face_prob: float = Field(0.25, ge=0, le=1, description="share of sampled ρ on a random face of the simplex "
                                                           "(some tasks at 0, vertices included)")
     seed: int = Field(0, description="seed of the data order and the sampled ρ")
