@@ -56,14 +56,12 @@ def run_preference(zoo, method: str, resolved: dict, rho, tasks: list[int], adap
 
     spec = get_method(method)
     cfg = parse_preference_config(resolved)
+    if param is None or param.variant != spec.preference_of:
+        param = _shared_parameterization(zoo, adapters, spec.preference_of, tasks, cfg.phi_init)
     model, path = preference_model_for(zoo, spec.preference_of, tasks, cfg, param=param, progress=progress,
                                        should_cancel=should_cancel)
     rho_t = validate_rho(rho, len(tasks))
     phi = model.phi(rho_t)
-    if param is None or param.variant != spec.preference_of:
-        from .tara import build_parameterization
-
-        param = build_parameterization(adapters, spec.preference_of, cfg.phi_init)
     record = OptimizeResult(spec.preference_of, rho_t.tolist(), phi, phi, 0, config=cfg.model_dump())
     record.param = param
     if cfg.refine_steps:
@@ -77,3 +75,14 @@ def run_preference(zoo, method: str, resolved: dict, rho, tasks: list[int], adap
     result = merge_from_phi(param, phi, adapters, method, params={**resolved, "rho": rho_t.tolist()},
                             info={"preference_model": source, "refine_steps": cfg.refine_steps})
     return result, record
+
+
+def _shared_parameterization(zoo, adapters, variant: str, tasks: list[int], phi_init: float):
+    """The parameterization (one thin SVD per module) of these tasks, built once per opened zoo: a preference
+    model's merge at a new ρ then costs φ(ρ) and the merged factors only. Read-only, so sessions share it."""
+    from .tara import build_parameterization
+
+    key = ("parameterization", variant, tuple(tasks), float(phi_init))
+    if key not in zoo.memo:
+        zoo.memo.setdefault(key, build_parameterization(adapters, variant, phi_init))
+    return zoo.memo[key]

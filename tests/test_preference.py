@@ -192,3 +192,17 @@ def test_a_file_fitted_with_other_settings_is_passed_over(zoo, fitted):
     assert _other_settings(target, other) and not _other_settings(path.with_suffix(""), parse_preference_config(FIT))
     model, found = preference_model_for(zoo, "tara-b", config={**FIT, "steps": 2})
     assert model.meta["steps_run"] == 2 and found == target.with_suffix(".safetensors")
+
+
+def test_merges_at_new_rho_reuse_the_zoos_parameterization(zoo, fitted, monkeypatch):
+    """The per-module SVDs are built once per opened zoo and task set, not at every ρ (the dashboard's slider)."""
+    import tara_core.tara as tara
+
+    calls = []
+    real = tara.build_parameterization
+    monkeypatch.setattr(tara, "build_parameterization", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first, _ = run_method(zoo, "tara-b-pareto", FIT, rho=[0.1, 0.3, 0.6])
+    second, _ = run_method(zoo, "tara-b-pareto", FIT, rho=[0.6, 0.3, 0.1])
+    assert len(calls) <= 1  # 0 when an earlier test's merge already built it
+    third, _ = run_method(zoo, "tara-b-pareto", FIT, rho=[0.1, 0.3, 0.6])
+    assert all(torch.equal(first.coefficients[k], third.coefficients[k]) for k in first.coefficients)
