@@ -18,7 +18,7 @@ PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#E
 @st.cache_resource(show_spinner="Opening the zoo (checking file hashes)...")
 def get_zoo(name: str):
     """The zoo, opened and loaded once, shared across sessions (read-only). Loading the backbone in a background
-    thread instead was tried and measured: on 2 cores the first page got slower (16.1 s against 12.8 s)."""
+    thread instead was tried: on 2 cores the first page was not faster (16.1 s, against 12.8 s loading here)."""
     zoo = open_zoo(name)
     _ = zoo.backbone, zoo.heads, zoo.data, zoo.adapters
     return zoo
