@@ -109,11 +109,11 @@ def current_rho(tasks: list[int]) -> list[float]:
 
 @st.cache_resource(show_spinner="Factoring the adapters (one thin SVD per module)...", max_entries=16)
 def get_param(zoo_name: str, variant: str, tasks: tuple[int, ...]):
-    """The read-only parameterization (per-module factors / SVDs) shared by every session."""
-    from tara_core.tara import build_parameterization
+    """The read-only parameterization (per-module factors / SVDs) shared by every session: the opened zoo's own
+    (:func:`tara_core.run.shared_parameterization`), which the CLI paths use too."""
+    from tara_core.run import shared_parameterization
 
-    zoo = get_zoo(zoo_name)
-    return build_parameterization(zoo.adapters.subset(list(tasks)), variant)
+    return shared_parameterization(get_zoo(zoo_name), variant, tasks)
 
 
 @st.cache_data(show_spinner="Computing effective-rank stacks...", max_entries=32)

@@ -57,7 +57,7 @@ def run_preference(zoo, method: str, resolved: dict, rho, tasks: list[int], adap
     spec = get_method(method)
     cfg = parse_preference_config(resolved)
     if param is None or param.variant != spec.preference_of:
-        param = _shared_parameterization(zoo, adapters, spec.preference_of, tasks, cfg.phi_init)
+        param = shared_parameterization(zoo, spec.preference_of, tasks, cfg.phi_init)
     model, path = preference_model_for(zoo, spec.preference_of, tasks, cfg, param=param, progress=progress,
                                        should_cancel=should_cancel)
     rho_t = validate_rho(rho, len(tasks))
@@ -77,12 +77,13 @@ def run_preference(zoo, method: str, resolved: dict, rho, tasks: list[int], adap
     return result, record
 
 
-def _shared_parameterization(zoo, adapters, variant: str, tasks: list[int], phi_init: float):
+def shared_parameterization(zoo, variant: str, tasks: Sequence[int] | None = None, phi_init: float = 0.4):
     """The parameterization (one thin SVD per module) of these tasks, built once per opened zoo: a preference
     model's merge at a new ρ then costs φ(ρ) and the merged factors only. Read-only, so sessions share it."""
     from .tara import build_parameterization
 
+    tasks = list(range(len(zoo.task_names))) if tasks is None else list(tasks)
     key = ("parameterization", variant, tuple(tasks), float(phi_init))
     if key not in zoo.memo:
-        zoo.memo.setdefault(key, build_parameterization(adapters, variant, phi_init))
+        zoo.memo.setdefault(key, build_parameterization(zoo.adapters.subset(tasks), variant, phi_init))
     return zoo.memo[key]

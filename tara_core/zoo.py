@@ -42,17 +42,16 @@ __all__ = ["ZooError", "ZooManifest", "Zoo", "TaskData", "zoo_paths", "list_zoos
 
 
 def _loaded_once(load):
-    """A read-only property computed once per zoo under its own lock: the dashboard loads a zoo's backbone in a
-    background thread while pages may ask for it, and a second caller waits for the first load instead of
-    starting another (functools.cached_property has no lock from Python 3.12). A load that raises is retried
-    by the next caller."""
+    """A read-only property computed once per zoo, under the zoo's load lock: two threads that ask for it first
+    (concurrent sessions, a thread pool) get one load, not two (functools.cached_property has no lock from
+    Python 3.12). A load that raises is retried by the next caller."""
     name = load.__name__
 
     @wraps(load)
     def get(self):
         loaded = self._loaded
         if name not in loaded:
-            with self._locks[name]:
+            with self._load_lock:
                 if name not in loaded:
                     loaded[name] = load(self)
         return loaded[name]
@@ -196,7 +195,7 @@ class Zoo:
         self.folder, self.manifest, self.device = folder, manifest, device
         self.memo: dict = {}  # results derived from this zoo's fixed inputs (e.g. accuracies on test subsets)
         self._loaded: dict = {}  # adapters, heads, data, backbone once loaded (see _loaded_once)
-        self._locks = {part: threading.Lock() for part in ("adapters", "heads", "data", "backbone")}
+        self._load_lock = threading.RLock()  # re-entrant: a part's load may read another part
 
     @property
     def name(self) -> str:

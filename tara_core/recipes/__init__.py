@@ -110,8 +110,6 @@ def build_zoo(name: str, out_root: Path, overwrite: bool = False, log=print, **o
 def _adopt_cached_fit(cached: Path, shipped: Path, fingerprint: str) -> bool:
     """Copy a cached fit of a zoo's full task set at the default settings into the zoo (a fit the dashboard or the
     CLI already paid for), after verifying it; False when there is none or it does not verify."""
-    import shutil
-
     from ..export import atomic_file_write
     from ..methods.learned import PreferenceConfig
     from ..preference import PreferenceError, load_model
@@ -122,11 +120,8 @@ def _adopt_cached_fit(cached: Path, shipped: Path, fingerprint: str) -> bool:
         load_model(cached, {"fingerprint": fingerprint, "settings": PreferenceConfig().fit_fields()})
     except PreferenceError:
         return False
-    shipped.parent.mkdir(parents=True, exist_ok=True)
-    tmp = shipped.with_name(f".{shipped.name}.partial")  # hidden: never listed as a zoo file
-    shutil.copyfile(cached.with_suffix(".safetensors"), tmp)
-    tmp.replace(shipped.with_suffix(".safetensors"))
-    atomic_file_write(shipped.with_suffix(".json"), cached.with_suffix(".json").read_text())
+    for suffix in (".safetensors", ".json"):  # the record last, as save_model writes them
+        atomic_file_write(shipped.with_suffix(suffix), cached.with_suffix(suffix).read_bytes())
     return True
 
 
