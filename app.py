@@ -3,7 +3,7 @@ import os
 
 import streamlit as st
 
-from studio import DATA_DRIVEN, PREFERENCE, current_rho, get_zoo, zoo_names
+from studio import DATA_DRIVEN, PREFERENCE, current_rho, get_zoo, warm_up, zoo_names
 from tara_core.firstview import DEFAULTS
 from tara_core.methods import METHODS
 
@@ -44,3 +44,4 @@ pages = [
     st.Page("pages/methods.py", title="Methods", icon=":material/menu_book:"),
 ]
 st.navigation(pages).run()
+warm_up(st.session_state["zoo"])  # after the page is drawn: the backbone loads while the user reads

@@ -17,11 +17,36 @@ PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#E
 
 @st.cache_resource(show_spinner="Opening the zoo (checking file hashes)...")
 def get_zoo(name: str):
-    """The zoo, opened and loaded once, shared across sessions (read-only). Loading the backbone in a background
-    thread instead was tried: on 2 cores the first page was not faster (16.1 s, against 12.8 s loading here)."""
+    """The zoo, opened once and shared across sessions (read-only), with its small parts loaded (adapters,
+    heads, data: a fraction of a second). The backbone (seconds: transformers and the weights) is not needed to
+    draw a page's first view, which is read from disk; :func:`warm_up` loads it once the first page is drawn."""
     zoo = open_zoo(name)
-    _ = zoo.backbone, zoo.heads, zoo.data, zoo.adapters
+    _ = zoo.heads, zoo.data, zoo.adapters
     return zoo
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up(name: str):
+    """Load the zoo's backbone and run one merged forward pass (one test example per task) in a background thread,
+    once per zoo and server, after a page is drawn (app.py calls this last), so that the first slider move waits
+    for neither. A
+    page that needs the backbone sooner waits for the same load (the zoo's parts load once, under its lock).
+    Started while the first page was still being drawn, the same load made that page slower on 2 cores
+    (16.1 s against 12.8 s loading it before the page)."""
+    import threading
+
+    def load() -> None:
+        from tara_core.evaluate import evaluate
+        from tara_core.methods import merge
+
+        zoo = get_zoo(name)
+        _ = zoo.backbone
+        if all(len(d.test_labels) for d in zoo.data):  # one merged forward, as a slider move runs it
+            evaluate(zoo, merge(zoo.adapters, "ta"), limit=1)
+
+    thread = threading.Thread(target=load, name=f"warm-up-{name}", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource

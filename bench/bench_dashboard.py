@@ -7,7 +7,8 @@ Starts ``streamlit run app.py`` on the chosen zoo (default demo-text) and drives
 * **slider**: on the Merge page (default method: the preference model), the first ρ slider is dragged to 0
   (End/Home keys: one release) and back to 1, ``--moves`` times; per release, the time until "average normalized
   accuracy" shows a new value (the quick estimate) and until the larger evaluation is drawn and Streamlit is
-  idle, and how much the value moved.
+  idle, and how much the value moved; then ``--new-rho`` single arrow-key steps down from 1, each a ρ the
+  warm server has not evaluated yet.
 
 The server gets an empty ``TARA_CACHE``: everything not shipped with the zoo is computed, as for a new user.
 
@@ -44,7 +45,8 @@ def wait_metric_change(page, old: float, timeout: float = 300_000) -> None:
              const box = [...document.querySelectorAll('[data-testid=stMetric]')].find(e => e.innerText.includes(label));
              if (!box) return false;
              const v = box.querySelector('[data-testid=stMetricValue]');
-             return v && parseFloat(v.innerText) !== old;
+             // a new value, or the quick estimate drawn with the same value (its caption says what follows)
+             return v && (parseFloat(v.innerText) !== old || document.body.innerText.includes('computing on'));
            }""", arg=[LABEL, old], timeout=timeout)
 
 
@@ -55,14 +57,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", default="demo-text")
     ap.add_argument("--moves", type=int, default=3, help="drags of the first slider to 0 and back")
+    ap.add_argument("--new-rho", type=int, default=3, help="then single steps of the first slider down from 1 "
+                                                          "(0.95, 0.90, ...): each a ρ the server has not seen")
+    ap.add_argument("--script", default="dashboard.py", help="what `streamlit run` serves: dashboard.py (the "
+                                                               "README's command) or app.py (no server-start imports)")
     ap.add_argument("--screenshot", help="save the Merge page after the last move to this PNG (and the Pareto, "
                                          "Coverage and Anisotropy first views next to it)")
     args = ap.parse_args()
     console = Console()
     views, moves = [], []
     cache = tempfile.mkdtemp(prefix="tara-bench-cache-")  # a new user's empty cache: only what the zoo ships
-    with streamlit_server({"TARA_DEFAULT_ZOO": args.zoo, "TARA_CACHE": cache}, timeout=300) as url, \
+    started = time.perf_counter()
+    with streamlit_server({"TARA_DEFAULT_ZOO": args.zoo, "TARA_CACHE": cache}, timeout=300, script=args.script) as url, \
             chromium_page() as page:
+        views.append((f"(server start: `streamlit run {args.script}` until it answers)", time.perf_counter() - started))
         t0 = time.perf_counter()
         page.goto(url)
         page.get_by_text("Adapters ·").wait_for(timeout=300_000)
@@ -82,18 +90,20 @@ def main() -> None:
         wait_idle(page, 600_000)
         thumb = page.locator("[data-testid=stSidebar]").get_by_role("slider").first
         first_task = thumb.get_attribute("aria-label")
-        for k in range(2 * args.moves):
+        releases = [("Home", "0") if k % 2 == 0 else ("End", "1") for k in range(2 * args.moves)]
+        releases += [("ArrowLeft", f"{1 - 0.05 * (k + 1):.2f} (new ρ)") for k in range(args.new_rho)]
+        for key, to in releases:
             old = metric_value(page, LABEL)
             old_weighted = metric_value(page, WEIGHTED)
             thumb.focus()
             t0 = time.perf_counter()
-            thumb.press("Home" if k % 2 == 0 else "End")
+            thumb.press(key)
             wait_metric_change(page, old)
             shown = time.perf_counter() - t0
             quick = metric_value(page, LABEL)
             page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
             wait_idle(page, 300_000, settle_ms=0)
-            moves.append({"to": "0" if k % 2 == 0 else "1", "shown": shown, "idle": time.perf_counter() - t0,
+            moves.append({"to": to, "shown": shown, "idle": time.perf_counter() - t0,
                           "change quick": quick - old, "change final": metric_value(page, LABEL) - old,
                           "weighted": metric_value(page, WEIGHTED) - old_weighted,
                           "task": metric_value(page, f"{first_task} (ρ =")})
@@ -111,7 +121,7 @@ def main() -> None:
     for title, s in views:
         t1.add_row(title, f"{s:.2f}")
     console.print(t1)
-    t2 = Table(title=f"{args.zoo}: first ρ slider dragged to 0 and back (one key release each)")
+    t2 = Table(title=f"{args.zoo}: first ρ slider dragged to 0 and back, then stepped down (one key release each)")
     for col in ("release", "new number shown s", "final drawn s", "Δ avg (quick estimate)", "Δ avg (final)",
                 "Δ ρ-weighted avg (final)", "moved task (final, %)"):
         t2.add_column(col, justify="right")

@@ -245,11 +245,6 @@ if spec.data_driven:
         draw(evaluations(merged, int(limit)), int(limit), True, box, uniform(int(limit)))
     phi_panel(phi, param)
     download(merged)
-    if not zoo.memo.get("merge_page_warm"):
-        # the first view is read from disk; run the evaluation path once now (a few examples), so the first
-        # slider move does not also pay the process's first forward pass
-        evaluate(zoo, merged, tasks=tasks, limit=2, bf16=bf16)
-        zoo.memo["merge_page_warm"] = True
 else:
     st.caption(f"{method} is data-free: ρ does not change it.")
     acc = cached_eval(zoo.name, method, (), tuple(tasks), int(limit), bf16)["accuracy"]

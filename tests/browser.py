@@ -23,12 +23,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(env_extra: dict[str, str] | None = None, timeout: float = 120):
-    """``streamlit run app.py`` on a free localhost port; yields the base URL; stops the server after."""
+def streamlit_server(env_extra: dict[str, str] | None = None, timeout: float = 120, script: str = "dashboard.py"):
+    """``streamlit run dashboard.py`` (the README's command; ``script="app.py"``: the plain script, without the
+    server-start imports) on a free localhost port; yields the base URL once the server answers; stops it after."""
     port = free_port()
     env = {**os.environ, **(env_extra or {})}
     log = open(ROOT / "test-output" / f"streamlit-{port}.log", "w") if (ROOT / "test-output").is_dir() else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / script), "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -11,7 +11,6 @@ the merged LoRA. Parameter re-weighting: the result is rescaled so ‖ΔW‖_F e
 from __future__ import annotations
 
 import torch
-from sklearn.cluster import KMeans
 
 from ..lowrank import Factors, frobenius_norm
 from .base import task_weights
@@ -41,6 +40,8 @@ def lora_lego(deltas: list[Factors | None], params: dict, ctx) -> Factors:
     k = min(k, b.shape[0])
     feats = torch.cat([b, a], dim=1)
     feats = feats / feats.norm(dim=1, keepdim=True).clamp(min=1e-30)
+    from sklearn.cluster import KMeans  # here, not at import: sklearn (and scipy.stats) take seconds to import
+
     labels = KMeans(n_clusters=k, n_init=10, random_state=params["seed"]).fit_predict(feats.double().numpy())
     labels = torch.as_tensor(labels)
     Bm = torch.stack([b[labels == c].mean(dim=0) for c in range(k)], dim=1)
