@@ -227,6 +227,7 @@ def optimize(
     progress: Callable[[int, int, dict], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     on_best: Callable[[dict[str, torch.Tensor], int], None] | None = None,
+    on_step: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
 ) -> OptimizeResult:
     """Learn φ for ``variant`` under preference ``rho`` (TARA.md §6).
 
@@ -242,6 +243,9 @@ def optimize(
         should_cancel: polled before every step; True stops the run and returns the best φ so far.
         on_best: called with (a copy of the best φ so far, its step) whenever it improves, so that a caller
             whose run may be interrupted from outside (a dashboard rerun) keeps the best φ.
+        on_step: called after every update with (steps done, the live φ): φ after s steps is the result of
+            the same run with ``steps = s`` (the data order and AdamW do not depend on the total), so one run
+            serves a sweep over step counts (``bench/bench_fidelity.py``). Copy φ to keep it.
     """
     cfg = config if isinstance(config, OptimizeConfig) else parse_config(dict(config or {}))
     n = len(adapters)
@@ -299,6 +303,8 @@ def optimize(
                   "phi_min": float(flat.min()), "phi_max": float(flat.max())}
         result.history.append(record)
         result.steps_run = step + 1
+        if on_step is not None:
+            on_step(step + 1, phi)
         if progress is not None:
             progress(step + 1, cfg.steps, record)
     result.seconds = time.perf_counter() - start

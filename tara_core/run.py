@@ -17,11 +17,13 @@ __all__ = ["run_method", "run_preference", "refine_config"]
 def run_method(zoo, method: str, params: dict | None = None, rho: Sequence[float] | None = None,
                tasks: Sequence[int] | None = None, *, warm_start=None, param=None,
                progress: Callable | None = None, should_cancel: Callable | None = None,
-               on_best: Callable | None = None) -> tuple[MergeResult, OptimizeResult | None]:
+               on_best: Callable | None = None, on_step: Callable | None = None
+               ) -> tuple[MergeResult, OptimizeResult | None]:
     """Merge the zoo's adapters for ``tasks`` (default all) with ``method``.
 
     ``rho`` (one value per selected task) only applies to data-driven methods; ``warm_start``/``param``
-    reuse a previous φ and parameterization (see :func:`tara_core.optimize.optimize`).
+    reuse a previous φ and parameterization; ``on_step`` sees φ after every step of a per-ρ optimization
+    (see :func:`tara_core.optimize.optimize`).
     """
     spec = get_method(method)
     tasks = list(range(len(zoo.task_names))) if tasks is None else list(tasks)
@@ -34,7 +36,7 @@ def run_method(zoo, method: str, params: dict | None = None, rho: Sequence[float
                               should_cancel=should_cancel)
     record = optimize(MergeData.from_zoo(zoo, tasks), adapters, method, rho=rho, config=resolved,
                       warm_start=warm_start, param=param, progress=progress, should_cancel=should_cancel,
-                      on_best=on_best)
+                      on_best=on_best, on_step=on_step)
     return to_merge_result(record, adapters, method), record
 
 

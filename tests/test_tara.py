@@ -172,6 +172,20 @@ def test_warm_start_continues_from_previous_phi(zoo):
         optimize(data, zoo.adapters, "tara-b", config={"steps": 1}, warm_start={"x": torch.zeros(2)})
 
 
+def test_on_step_phi_equals_a_shorter_run(zoo):
+    """φ seen after s steps of a long run is the result of the same run with steps = s (the step sweep of
+    bench/bench_fidelity.py relies on it)."""
+    data = MergeData.from_zoo(zoo)
+    cfg = {"batch_size": 4, "lr": 0.05}
+    kept = {}
+    optimize(data, zoo.adapters, "tara-b", config={**cfg, "steps": 5},
+             on_step=lambda s, phi: kept.__setitem__(s, {k: v.detach().clone() for k, v in phi.items()}))
+    assert sorted(kept) == [1, 2, 3, 4, 5]
+    short = optimize(data, zoo.adapters, "tara-b", config={**cfg, "steps": 2})
+    assert all(torch.allclose(kept[2][k], short.phi[k], atol=1e-6) for k in short.phi)
+    assert any(not torch.allclose(kept[2][k], kept[5][k]) for k in short.phi)
+
+
 def test_progress_callback(zoo):
     seen = []
     optimize(MergeData.from_zoo(zoo), zoo.adapters, "adamerging-task", config={"steps": 3, "batch_size": 2},

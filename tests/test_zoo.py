@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tara_core.cli import main
 from tara_core.evaluate import evaluate
 from tara_core.methods import merge
-from tara_core.recipes.demo_text import split_indices
+from tara_core.recipes.demo_text import held_out_indices, split_indices
 from tara_core.zoo import REPO_ZOOS, ZooError, open_zoo, write_manifest
 from zoo_fixture import build_tiny_zoo
 
@@ -165,6 +165,15 @@ def test_split_indices_are_disjoint_and_deduplicated():
     norm = {i: " ".join(texts[i].lower().split()) for i in train + val + test}
     assert len(set(norm.values())) == len(norm) == 50
     assert split_indices(texts, 3, (10, 10, 100)) == (train, val, test)
+
+
+def test_held_out_indices_are_the_unique_texts_no_split_uses():
+    texts = [f"text {i % 50}" for i in range(200)]
+    sizes = (10, 5, 20)
+    train, val, test = split_indices(texts, seed=3, sizes=sizes)
+    held = held_out_indices(texts, 3, sizes)
+    assert len(held) == 50 - 35 and not set(held) & set(train + val + test)
+    assert {texts[i] for i in held + train + val + test} == set(texts)  # every unique text exactly once
 
 
 def _key(x) -> str:

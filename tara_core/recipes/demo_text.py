@@ -88,13 +88,25 @@ DEFAULTS = dict(seed=0, steps=300, batch_size=32, lr=1e-3, r=8, alpha=16, max_le
                 target_modules=["query", "key", "value", "attention.output.dense"])
 
 
-def split_indices(texts: list[str], seed: int, sizes: tuple[int, int, int]) -> tuple[list[int], list[int], list[int]]:
-    """De-duplicate, shuffle with ``seed``, and cut disjoint test / val / train index lists."""
+def _shuffled_unique(texts: list[str], seed: int) -> list[int]:
+    """Indices of the first occurrence of each text (case/space-insensitive), shuffled with ``seed``."""
     first: dict[str, int] = {}
     for i, t in enumerate(texts):
         first.setdefault(" ".join(t.lower().split()), i)
     unique = sorted(first.values())
     random.Random(seed).shuffle(unique)
+    return unique
+
+
+def held_out_indices(texts: list[str], seed: int, sizes: tuple[int, int, int]) -> list[int]:
+    """The de-duplicated texts that :func:`split_indices` leaves out (after test | val | train, same shuffle):
+    disjoint from all three splits, what a labeled dev split and larger unlabeled pools are cut from."""
+    return _shuffled_unique(texts, seed)[sum(sizes):]
+
+
+def split_indices(texts: list[str], seed: int, sizes: tuple[int, int, int]) -> tuple[list[int], list[int], list[int]]:
+    """De-duplicate, shuffle with ``seed``, and cut disjoint test / val / train index lists."""
+    unique = _shuffled_unique(texts, seed)
     n_test, n_val, n_train = sizes
     test, val = unique[:n_test], unique[n_test:n_test + n_val]
     train = unique[n_test + n_val:n_test + n_val + n_train]
@@ -113,6 +125,15 @@ def _embed(encoder, texts: list[str], model=None, batch_size: int = 128) -> torc
     for s in range(0, len(texts), batch_size):
         outs.append(encoder.features(encoder.preprocess(texts[s:s + batch_size]), model=model))
     return torch.cat(outs)
+
+
+def held_out(t_idx: int, n: int, cfg: dict | None = None) -> tuple[list[str], list[int]]:
+    """The first ``n`` held-out texts of task ``t_idx`` with their labels (:func:`held_out_indices`; needs the
+    data packages of ``setup.sh --build``). The zoo's splits are unchanged."""
+    cfg = {**DEFAULTS, **(cfg or {})}
+    texts, labels, _, _ = task_split(t_idx, cfg)
+    rows = held_out_indices(texts, cfg["seed"] + t_idx, (cfg["test_size"], cfg["val_size"], cfg["train_size"]))[:n]
+    return [texts[i] for i in rows], [labels[i] for i in rows]
 
 
 def finetune_lora(encoder, head_weight: torch.Tensor, texts: list[str], labels: list[int], cfg: dict, seed: int, log,

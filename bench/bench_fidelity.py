@@ -1,0 +1,152 @@
+"""Issue 19's controlled study on demo-text: one factor at a time, hyperparameters chosen on a labeled dev split.
+
+For TA, TIES (their λ), AdaMerging task-/layer-wise, TARA-A and TARA-B (their step count, and the size of the
+unlabeled merge set), every setting is evaluated on a **labeled dev split** and on the test split; each
+method's setting is chosen by its dev average normalized accuracy (the same rule for every method), and the
+table reports its test value at that setting. The dev split and the larger unlabeled pools are the texts the
+zoo's recipe leaves out (de-duplicated, same seeded shuffle, after test | val | train): disjoint from every split
+the zoo ships and from the adapters' training data. Reading them needs the data packages
+(``bash scripts/setup.sh --build``).
+
+Steps are one run per method: φ after s steps is the result of a run with ``steps = s`` (the data order and AdamW
+do not depend on the total; ``optimize(on_step=...)``). Normalized accuracy divides by each adapter's own
+accuracy on the same examples (dev: measured here; test: the zoo's full-test record).
+
+    .venv/bin/python bench/bench_fidelity.py --dev 200 --steps 50,100,250 --pool 256,1000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from tara_core.evaluate import evaluate, individual_accuracies, merged_overrides, predict_logits  # noqa: E402
+from tara_core.methods import get_method, merge  # noqa: E402
+from tara_core.optimize import MergeData, merge_from_phi, optimize  # noqa: E402
+from tara_core.recipes import demo_text  # noqa: E402
+from tara_core.zoo import open_zoo  # noqa: E402
+
+LEARNED = ("adamerging-task", "adamerging-layer", "tara-a", "tara-b")
+LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+
+
+def accuracy_on(zoo, result, inputs: list[list[str]], labels: list[torch.Tensor]) -> list[float]:
+    """Accuracy (%) per task of a merge (None: the base) on the given labeled inputs."""
+    overrides = merged_overrides(zoo, result)
+    out = []
+    for i, (x, y) in enumerate(zip(inputs, labels)):
+        pred = zoo.heads[i].predict(predict_logits(zoo, i, x, overrides))
+        out.append(100.0 * float((pred == y).float().mean()))
+    return out
+
+
+def normalized(acc: list[float], individual: list[float]) -> float:
+    return sum(100.0 * a / b for a, b in zip(acc, individual)) / len(acc)
+
+
+def main() -> None:
+    from bench_preference import cpu_name
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zoo", default="demo-text")
+    ap.add_argument("--dev", type=int, default=200, help="labeled dev examples per task (held-out texts)")
+    ap.add_argument("--steps", default="50,100,250", help="step counts of the learned methods (one run each)")
+    ap.add_argument("--pool", default="256,1000", help="unlabeled merge-set sizes per task (256 = the zoo's val)")
+    ap.add_argument("--methods", default=",".join(LEARNED))
+    ap.add_argument("--test-limit", type=int, help="test examples per task (default: all; a smaller number is a "
+                                                  "smoke run)")
+    ap.add_argument("--out", help="write every measured row to this JSON file")
+    args = ap.parse_args()
+    console = Console()
+    zoo = open_zoo(args.zoo)
+    if zoo.name != "demo-text":
+        raise SystemExit("the held-out texts come from the demo-text recipe; other zoos are not supported yet")
+    n = len(zoo.task_names)
+    steps = sorted(int(s) for s in args.steps.split(","))
+    pools = sorted(int(p) for p in args.pool.split(","))
+    extra = max(pools) - len(zoo.data[0].val)
+    t0 = time.perf_counter()
+    dev_x, dev_y, pool_x = [], [], []
+    for i in range(n):
+        texts, labels = demo_text.held_out(i, args.dev + max(extra, 0))
+        if len(texts) < args.dev:
+            raise SystemExit(f"{zoo.task_names[i]}: only {len(texts)} held-out texts")
+        dev_x.append(texts[:args.dev])
+        dev_y.append(torch.tensor(labels[:args.dev]))
+        pool_x.append(texts[args.dev:])
+    console.print(f"held-out texts read in {time.perf_counter() - t0:.1f} s: dev {args.dev} per task, extra pool "
+                  f"{[len(p) for p in pool_x]}")
+    dev_individual = []  # each adapter alone on its own task's dev texts (the dev normalization)
+    for i in range(n):
+        overrides = merged_overrides(zoo, merge(zoo.adapters.subset([i]), "cat"))
+        pred = zoo.heads[i].predict(predict_logits(zoo, i, dev_x[i], overrides))
+        dev_individual.append(100.0 * float((pred == dev_y[i]).float().mean()))
+    if args.test_limit is None:
+        test_individual = [t.individual_accuracy for t in zoo.manifest.tasks]
+    else:  # a smoke run: the same subset for the denominators
+        test_individual = list(individual_accuracies(zoo, limit=args.test_limit).values())
+    rows = []
+
+    def record(method: str, factor: str, value, result) -> dict:
+        dev = normalized(accuracy_on(zoo, result, dev_x, dev_y), dev_individual)
+        test_acc = evaluate(zoo, result, limit=args.test_limit)
+        test = normalized([test_acc[t] for t in zoo.task_names], test_individual)
+        row = {"method": method, "factor": factor, "value": value, "dev": dev, "test": test}
+        rows.append(row)
+        console.print(f"  {method} {factor}={value}: dev {dev:.1f}  test {test:.1f}")
+        return row
+
+    for method in ("ta", "ties"):
+        for lam in LAMBDAS:
+            record(method, "lambda", lam, merge(zoo.adapters, method, **{"lambda": lam}))
+    uniform = [1.0 / n] * n
+    for method in args.methods.split(","):
+        spec = get_method(method)
+        for pool in pools:
+            if pool != len(zoo.data[0].val) and method not in ("tara-b", "adamerging-layer"):
+                continue  # the larger pool only for the two methods the bar compares
+            data = MergeData.from_zoo(zoo)
+            if pool > len(data.val[0]):
+                data.val = [v + p[:pool - len(v)] for v, p in zip(data.val, pool_x)]
+            kept = {}
+            cfg = {**spec.resolve({}), "steps": max(steps)}
+            start = time.perf_counter()
+            run = optimize(data, zoo.adapters, method, rho=uniform, config=cfg,
+                           on_step=lambda s, phi: kept.__setitem__(s, {k: v.detach().clone() for k, v in phi.items()})
+                           if s in steps else None)
+            console.print(f"{method}, pool {pool}: {run.steps_run} steps in {time.perf_counter() - start:.0f} s")
+            for s in sorted(kept):
+                result = merge_from_phi(run.param, kept[s], zoo.adapters, method, params={"rho": uniform})
+                record(method, "steps" if pool == len(zoo.data[0].val) else f"steps, pool {pool}", s, result)
+    where = f"{cpu_name()}, fp32"
+    table = Table(title=f"{zoo.name}: every setting (dev = {args.dev} held-out labeled texts per task; {where})")
+    for col in ("method", "factor", "value", "dev avg normalized", "test avg normalized"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["method"], r["factor"], str(r["value"]), f"{r['dev']:.1f}", f"{r['test']:.1f}")
+    console.print(table)
+    chosen = Table(title=f"{zoo.name}: each method at its dev-chosen setting (test average normalized accuracy)")
+    for col in ("method", "chosen on dev", "dev", "test", "best test over its settings (not a choice)"):
+        chosen.add_column(col, justify="right")
+    by_method: dict[str, list[dict]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(r)
+    for method, rs in by_method.items():
+        best = max(rs, key=lambda r: r["dev"])
+        chosen.add_row(method, f"{best['factor']} = {best['value']}", f"{best['dev']:.1f}", f"{best['test']:.1f}",
+                       f"{max(r['test'] for r in rs):.1f}")
+    console.print(chosen)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"dev": args.dev, "where": where, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
