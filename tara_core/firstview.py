@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from .results import cached_result, writing_to_zoo
+from .results import cached_result, results_used, writing_to_zoo
 
 __all__ = ["DEFAULTS", "osrm_configs", "evaluation", "individual", "coverage_frame", "anisotropy_frame", "front",
            "osrm_report", "precompute", "preference_source"]
@@ -126,14 +126,16 @@ def osrm_configs() -> list[tuple[str, dict | None, str]]:
         ("ties", None, "TIES"), ("knots-ties", None, "KnOTS-TIES")]
 
 
-def precompute(zoo, log: Callable[[str], None] = print, osrm_pair: bool = False, osrm_twin=None) -> list[str]:
+def precompute(zoo, log: Callable[[str], None] = print, osrm_pair: bool = False, osrm_twin=None,
+               folder=None) -> list[str]:
     """Compute every page's first view of ``zoo`` (full task set, :data:`DEFAULTS`) into ``<zoo>/results/``;
-    returns the files written. The shipped preference models must exist first (``zoo precompute`` fits them).
+    returns the files its first views read or wrote. The shipped preference models must exist first (``zoo precompute`` fits them).
     ``osrm_pair``: the zoo is one of a standard/OSRM pair (its OSRM-page merges are computed);
-    ``osrm_twin``: the OSRM twin of this standard zoo (the interference report is computed too)."""
+    ``osrm_twin``: the OSRM twin of this standard zoo (the interference report is computed too); ``folder``:
+    write there instead (results already in it under the same key are kept, not recomputed)."""
     n = len(zoo.task_names)
     uniform = [1.0 / n] * n
-    with writing_to_zoo(zoo) as folder:
+    with writing_to_zoo(zoo, folder) as folder:
         m = DEFAULTS["merge"]
         for limit in (m["preview"], m["limit"]):
             log(f"first views: individual adapters and TA on {limit} test examples per task")
@@ -157,4 +159,4 @@ def precompute(zoo, log: Callable[[str], None] = print, osrm_pair: bool = False,
         if osrm_twin is not None:
             log("first views: OSRM interference")
             osrm_report(zoo, osrm_twin, DEFAULTS["osrm"]["samples"])
-    return sorted(str(p.relative_to(zoo.folder)) for p in folder.glob("*.json"))
+        return sorted(f"results/{name}" for name in results_used())

@@ -26,10 +26,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-__all__ = ["RESULTS_VERSION", "cached_result", "writing_to_zoo", "result_digest"]
+__all__ = ["RESULTS_VERSION", "cached_result", "writing_to_zoo", "results_used", "result_digest"]
 
 RESULTS_VERSION = 1
 _TARGET: contextvars.ContextVar[Path | None] = contextvars.ContextVar("tara_results_target", default=None)
+_USED: contextvars.ContextVar[set | None] = contextvars.ContextVar("tara_results_used", default=None)
 
 
 def result_digest(kind: str, key: dict) -> str:
@@ -67,13 +68,22 @@ def _read(path: Path, kind: str, key: dict):
 
 
 @contextlib.contextmanager
-def writing_to_zoo(zoo):
-    """Inside, computed results are written to ``<zoo>/results/`` (to ship them) instead of the cache."""
-    token = _TARGET.set(zoo.folder / "results")
+def writing_to_zoo(zoo, folder: Path | None = None):
+    """Inside, results are read from and written to ``folder`` (default ``<zoo>/results/``, to ship them)
+    instead of the cache."""
+    folder = zoo.folder / "results" if folder is None else Path(folder)
+    token, used = _TARGET.set(folder), _USED.set(set())
     try:
-        yield zoo.folder / "results"
+        yield folder
     finally:
         _TARGET.reset(token)
+        _USED.reset(used)
+
+
+def results_used() -> set[str]:
+    """Inside :func:`writing_to_zoo`: the file names of every result read or written so far."""
+    used = _USED.get()
+    return set() if used is None else set(used)
 
 
 def cached_result(zoo, kind: str, key: dict, compute: Callable[[], Any]) -> Any:
@@ -84,6 +94,8 @@ def cached_result(zoo, kind: str, key: dict, compute: Callable[[], Any]) -> Any:
 
     name = f"{kind}-{result_digest(kind, key)}.json"
     target = _TARGET.get()
+    if target is not None:
+        _USED.get().add(name)
     fingerprint = zoo_fingerprint(zoo)
     cache_dir = cache_root() / "results" / f"{zoo.name}-{fingerprint[:12]}"
     for folder in [target] if target is not None else [zoo.folder / "results", cache_dir]:

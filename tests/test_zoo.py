@@ -263,10 +263,25 @@ def test_precompute_ships_the_preference_model_and_first_views(tiny_zoo, tmp_pat
                                                 "pareto": {**firstview.DEFAULTS["pareto"], "steps": 5}})
     from tara_core.methods.learned import PreferenceConfig
     monkeypatch.setattr(PreferenceConfig.model_fields["steps"], "default", 5)
-    precompute_zoo(folder, log=lambda *a: None)
+    first = precompute_zoo(folder, log=lambda *a: None)
+    stale = folder / "results" / "evaluation-0000000000000000.json"  # listed, but no first view asks for it
+    stale.write_text("{}")
+    manifest = json.loads((folder / "zoo.json").read_text())
+    manifest["files"][f"results/{stale.name}"] = "0" * 64
+    from tara_core.zoo import write_manifest
+
+    write_manifest(folder, manifest)
     logs = []
-    written = precompute_zoo(folder, log=logs.append)  # again: the fitted model is kept
+    import tara_core.run as run
+
+    real_run = run.run_method
+    monkeypatch.setattr(run, "run_method", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    written = precompute_zoo(folder, log=logs.append)  # again: the model and every first view are kept
+    monkeypatch.setattr(run, "run_method", real_run)
     assert any("up to date" in line for line in logs)
+    assert any(f"{len(first)} kept, 0 computed, 1 dropped" in line for line in logs), logs
+    assert written == first and not stale.exists()
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # staging swapped in
     zoo = open_zoo(folder)  # sealed and every new file listed
     assert {"preference/tara-b.safetensors", "preference/tara-b.json"} <= set(zoo.manifest.files)
     assert written and all(w in zoo.manifest.files for w in written)

@@ -74,11 +74,13 @@ def measure_tasks(zoo, tasks: list[dict], *, base: bool = True, keep_given: bool
 
 
 def hash_files(folder: Path) -> dict[str, str]:
-    """{path relative to ``folder``: SHA-256} of every file under it but ``zoo.json``."""
+    """{path relative to ``folder``: SHA-256} of every file under it but ``zoo.json`` and hidden ones (as
+    :meth:`tara_core.zoo.Zoo.verify_hashes` ignores them)."""
     from ..adapters import file_sha256
 
-    return {str(p.relative_to(folder)): file_sha256(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "zoo.json"}
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "zoo.json"
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
 
 
 def finalize_manifest(folder: Path, manifest: dict, log=print) -> dict:
@@ -165,10 +167,32 @@ def precompute_zoo(folder: Path, log=print, variants=PREFERENCE_VARIANTS, refit:
             if s % 50 == 0 or s == t else None)
         save_model(model, path, fingerprint=fingerprint, zoo=zoo.name)
         log(f"{zoo.name}: fitted the {variant} preference model in {time.perf_counter() - start:.0f} s")
-    shutil.rmtree(folder / "results", ignore_errors=True)
+    # the first views are computed beside the shipped ones (a hidden folder, which hash checks ignore) and
+    # swapped in at the end, so a server reading this zoo sees the old set or the new one, never a half-written
+    # mix; a shipped result still listed in zoo.json was computed from these same input files, and one whose key
+    # is unchanged (a refit changes the keys of everything that reads the model) is kept instead of recomputed
+    staging, retired = folder / ".results-new", folder / ".results-old"
+    for stale in (staging, retired):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging.mkdir()
+    sealed = json.loads((folder / "zoo.json").read_text()).get("files", {})
+    for path in sorted((folder / "results").glob("*.json")):
+        if f"results/{path.name}" in sealed:
+            shutil.copy2(path, staging / path.name)
     twin_dir = folder.parent / f"{zoo.name}-osrm"
     twin = open_zoo(twin_dir) if (twin_dir / "zoo.json").is_file() else None
-    written = precompute(zoo, log, osrm_pair=zoo.name.endswith("-osrm") or twin is not None, osrm_twin=twin)
+    kept = {p.name for p in staging.glob("*.json")}
+    written = precompute(zoo, log, osrm_pair=zoo.name.endswith("-osrm") or twin is not None, osrm_twin=twin,
+                         folder=staging)
+    used = {Path(w).name for w in written}
+    for name in kept - used:
+        (staging / name).unlink()  # a result no first view asks for any more (e.g. the previous model's)
+    log(f"{zoo.name}: {len(used)} first-view results ({len(kept & used)} kept, {len(used - kept)} computed, "
+        f"{len(kept - used)} dropped)")
+    if (folder / "results").exists():
+        (folder / "results").rename(retired)
+    staging.rename(folder / "results")
+    shutil.rmtree(retired, ignore_errors=True)
     manifest = json.loads((folder / "zoo.json").read_text())
     manifest["files"] = hash_files(folder)
     write_manifest(folder, manifest)
