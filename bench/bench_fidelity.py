@@ -36,6 +36,9 @@ from tara_core.zoo import open_zoo  # noqa: E402
 
 LEARNED = ("adamerging-task", "adamerging-layer", "tara-a", "tara-b")
 LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+# "<method>+kl": the method with the label-free objective of the preference models (KL to each adapter's own
+# predictions, TA-normalized gaps, STCH α = 0.1; lr 1e-2, no weight decay) instead of the paper's entropy
+KL_OBJECTIVE = {"loss": "kl", "gap": "ta", "alpha": 0.1, "lr": 1e-2, "weight_decay": 0.0}
 
 
 def accuracy_on(zoo, result, inputs: list[list[str]], labels: list[torch.Tensor]) -> list[float]:
@@ -60,7 +63,9 @@ def main() -> None:
     ap.add_argument("--dev", type=int, default=200, help="labeled dev examples per task (held-out texts)")
     ap.add_argument("--steps", default="50,100,250", help="step counts of the learned methods (one run each)")
     ap.add_argument("--pool", default="256,1000", help="unlabeled merge-set sizes per task (256 = the zoo's val)")
-    ap.add_argument("--methods", default=",".join(LEARNED))
+    ap.add_argument("--methods", default=",".join(LEARNED), help="learned methods; '<method>+kl' runs it with the "
+                                                                 "preference models' KL objective")
+    ap.add_argument("--skip-data-free", action="store_true", help="do not sweep TA's and TIES' λ")
     ap.add_argument("--test-limit", type=int, help="test examples per task (default: all; a smaller number is a "
                                                   "smoke run)")
     ap.add_argument("--out", help="write every measured row to this JSON file")
@@ -104,12 +109,13 @@ def main() -> None:
         console.print(f"  {method} {factor}={value}: dev {dev:.1f}  test {test:.1f}")
         return row
 
-    for method in ("ta", "ties"):
+    for method in () if args.skip_data_free else ("ta", "ties"):
         for lam in LAMBDAS:
             record(method, "lambda", lam, merge(zoo.adapters, method, **{"lambda": lam}))
     uniform = [1.0 / n] * n
     for method in args.methods.split(","):
-        spec = get_method(method)
+        base, _, objective = method.partition("+")
+        spec = get_method(base)
         for pool in pools:
             if pool != len(zoo.data[0].val) and method not in ("tara-b", "adamerging-layer"):
                 continue  # the larger pool only for the two methods the bar compares
@@ -117,14 +123,14 @@ def main() -> None:
             if pool > len(data.val[0]):
                 data.val = [v + p[:pool - len(v)] for v, p in zip(data.val, pool_x)]
             kept = {}
-            cfg = {**spec.resolve({}), "steps": max(steps)}
+            cfg = {**spec.resolve({}), **(KL_OBJECTIVE if objective == "kl" else {}), "steps": max(steps)}
             start = time.perf_counter()
-            run = optimize(data, zoo.adapters, method, rho=uniform, config=cfg,
+            run = optimize(data, zoo.adapters, base, rho=uniform, config=cfg,
                            on_step=lambda s, phi: kept.__setitem__(s, {k: v.detach().clone() for k, v in phi.items()})
                            if s in steps else None)
             console.print(f"{method}, pool {pool}: {run.steps_run} steps in {time.perf_counter() - start:.0f} s")
             for s in sorted(kept):
-                result = merge_from_phi(run.param, kept[s], zoo.adapters, method, params={"rho": uniform})
+                result = merge_from_phi(run.param, kept[s], zoo.adapters, base, params={"rho": uniform})
                 record(method, "steps" if pool == len(zoo.data[0].val) else f"steps, pool {pool}", s, result)
     where = f"{cpu_name()}, fp32"
     table = Table(title=f"{zoo.name}: every setting (dev = {args.dev} held-out labeled texts per task; {where})")
