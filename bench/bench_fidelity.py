@@ -51,6 +51,24 @@ def accuracy_on(zoo, result, inputs: list[list[str]], labels: list[torch.Tensor]
     return out
 
 
+def scaled_heads(zoo, scale: float) -> MergeData:
+    """The merge data with every (cosine) head's logit scale set to ``scale`` and the anchors z_i re-measured
+    at it (each adapter's mean entropy on its val inputs; logits scale linearly, so from the zoo's logits)."""
+    import dataclasses
+
+    from tara_core.objective import entropy
+
+    data = MergeData.from_zoo(zoo)
+    anchors = []
+    for i, head in enumerate(zoo.heads):
+        overrides = merged_overrides(zoo, merge(zoo.adapters.subset([i]), "cat"))
+        logits = predict_logits(zoo, i, zoo.data[i].val, overrides) * (scale / head.logit_scale)
+        anchors.append(float(entropy(logits).mean()))
+    data.heads = [dataclasses.replace(h, logit_scale=scale) for h in zoo.heads]
+    data.anchors = torch.tensor(anchors)
+    return data
+
+
 def normalized(acc: list[float], individual: list[float]) -> float:
     return sum(100.0 * a / b for a, b in zip(acc, individual)) / len(acc)
 
@@ -65,6 +83,10 @@ def main() -> None:
     ap.add_argument("--pool", default="256,1000", help="unlabeled merge-set sizes per task (256 = the zoo's val)")
     ap.add_argument("--methods", default=",".join(LEARNED), help="learned methods; '<method>+kl' runs it with the "
                                                                  "preference models' KL objective")
+    ap.add_argument("--weight-decays", type=lambda t: [float(x) for x in t.split(",")], default=[],
+                    help="extra runs of each learned method at these AdamW weight decays (default 0.01)")
+    ap.add_argument("--logit-scales", type=lambda t: [float(x) for x in t.split(",")], default=[],
+                    help="extra runs of each learned method with the heads' logit scale set to these (zoo: 20)")
     ap.add_argument("--skip-data-free", action="store_true", help="do not sweep TA's and TIES' λ")
     ap.add_argument("--test-limit", type=int, help="test examples per task (default: all; a smaller number is a "
                                                   "smoke run)")
@@ -76,8 +98,8 @@ def main() -> None:
         raise SystemExit("the held-out texts come from the demo-text recipe; other zoos are not supported yet")
     n = len(zoo.task_names)
     steps = sorted(int(s) for s in args.steps.split(","))
-    pools = sorted(int(p) for p in args.pool.split(","))
-    extra = max(pools) - len(zoo.data[0].val)
+    pools = sorted(int(p) for p in args.pool.split(",") if p)  # "": only the weight-decay / logit-scale runs
+    extra = max(pools, default=0) - len(zoo.data[0].val)
     t0 = time.perf_counter()
     dev_x, dev_y, pool_x = [], [], []
     for i in range(n):
@@ -113,25 +135,34 @@ def main() -> None:
         for lam in LAMBDAS:
             record(method, "lambda", lam, merge(zoo.adapters, method, **{"lambda": lam}))
     uniform = [1.0 / n] * n
-    for method in args.methods.split(","):
+    val_size = len(zoo.data[0].val)
+
+    def learned_run(method: str, label: str, data: MergeData, overrides: dict) -> None:
+        """One run of a learned method up to the largest step count; every step count in ``steps`` recorded."""
         base, _, objective = method.partition("+")
-        spec = get_method(base)
+        cfg = {**get_method(base).resolve({}), **(KL_OBJECTIVE if objective == "kl" else {}), **overrides,
+               "steps": max(steps)}
+        kept = {}
+        start = time.perf_counter()
+        run = optimize(data, zoo.adapters, base, rho=uniform, config=cfg,
+                       on_step=lambda s, phi: kept.__setitem__(s, {k: v.detach().clone() for k, v in phi.items()})
+                       if s in steps else None)
+        console.print(f"{method}, {label}: {run.steps_run} steps in {time.perf_counter() - start:.0f} s")
+        for s in sorted(kept):
+            record(method, label, s, merge_from_phi(run.param, kept[s], zoo.adapters, base, params={"rho": uniform}))
+
+    for method in args.methods.split(","):
         for pool in pools:
-            if pool != len(zoo.data[0].val) and method not in ("tara-b", "adamerging-layer"):
+            if pool != val_size and method not in ("tara-b", "adamerging-layer"):
                 continue  # the larger pool only for the two methods the bar compares
             data = MergeData.from_zoo(zoo)
-            if pool > len(data.val[0]):
+            if pool > val_size:
                 data.val = [v + p[:pool - len(v)] for v, p in zip(data.val, pool_x)]
-            kept = {}
-            cfg = {**spec.resolve({}), **(KL_OBJECTIVE if objective == "kl" else {}), "steps": max(steps)}
-            start = time.perf_counter()
-            run = optimize(data, zoo.adapters, base, rho=uniform, config=cfg,
-                           on_step=lambda s, phi: kept.__setitem__(s, {k: v.detach().clone() for k, v in phi.items()})
-                           if s in steps else None)
-            console.print(f"{method}, pool {pool}: {run.steps_run} steps in {time.perf_counter() - start:.0f} s")
-            for s in sorted(kept):
-                result = merge_from_phi(run.param, kept[s], zoo.adapters, base, params={"rho": uniform})
-                record(method, "steps" if pool == len(zoo.data[0].val) else f"steps, pool {pool}", s, result)
+            learned_run(method, "steps" if pool == val_size else f"steps, pool {pool}", data, {})
+        for wd in args.weight_decays:
+            learned_run(method, f"steps, weight decay {wd:g}", MergeData.from_zoo(zoo), {"weight_decay": wd})
+        for scale in args.logit_scales:
+            learned_run(method, f"steps, logit scale {scale:g}", scaled_heads(zoo, scale), {})
     where = f"{cpu_name()}, fp32"
     table = Table(title=f"{zoo.name}: every setting (dev = {args.dev} held-out labeled texts per task; {where})")
     for col in ("method", "factor", "value", "dev avg normalized", "test avg normalized"):
