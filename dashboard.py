@@ -10,7 +10,6 @@ import peft  # noqa: F401  (reading an adapter config goes through PEFT: about 4
 import plotly.express  # noqa: F401
 import streamlit as st
 import torch  # noqa: F401
-import transformers  # noqa: F401
 from transformers import AutoModel, AutoTokenizer  # noqa: F401  (the text zoos' backbone classes)
 
 import tara_core.evaluate  # noqa: F401

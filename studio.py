@@ -29,9 +29,8 @@ def get_zoo(name: str):
 def warm_up(name: str):
     """Load the zoo's backbone and run one merged forward pass (one test example per task) in a background thread,
     once per zoo and server, after a page is drawn (app.py calls this last), so that the first slider move waits
-    for neither. A
-    page that needs the backbone sooner waits for the same load (the zoo's parts load once, under its lock).
-    Started while the first page was still being drawn, the same load made that page slower on 2 cores
+    for neither. A page that needs the backbone sooner waits for the same load (the zoo's parts load once, under
+    its lock). Started while the first page was still being drawn, the same load made that page slower on 2 cores
     (16.1 s against 12.8 s loading it before the page)."""
     import threading
 

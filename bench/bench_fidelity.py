@@ -41,14 +41,21 @@ LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 KL_OBJECTIVE = {"loss": "kl", "gap": "ta", "alpha": 0.1, "lr": 1e-2, "weight_decay": 0.0}
 
 
+def task_accuracy_on(zoo, task: int, overrides, inputs: list[str], labels: torch.Tensor) -> float:
+    """Accuracy (%) of task ``task``'s head on the given labeled inputs, with these weight overrides."""
+    pred = zoo.heads[task].predict(predict_logits(zoo, task, inputs, overrides))
+    return 100.0 * float((pred == labels).float().mean())
+
+
 def accuracy_on(zoo, result, inputs: list[list[str]], labels: list[torch.Tensor]) -> list[float]:
     """Accuracy (%) per task of a merge (None: the base) on the given labeled inputs."""
     overrides = merged_overrides(zoo, result)
-    out = []
-    for i, (x, y) in enumerate(zip(inputs, labels)):
-        pred = zoo.heads[i].predict(predict_logits(zoo, i, x, overrides))
-        out.append(100.0 * float((pred == y).float().mean()))
-    return out
+    return [task_accuracy_on(zoo, i, overrides, x, y) for i, (x, y) in enumerate(zip(inputs, labels))]
+
+
+def alone(zoo, task: int):
+    """Weight overrides of task ``task``'s adapter by itself (what normalized accuracy divides by)."""
+    return merged_overrides(zoo, merge(zoo.adapters.subset([task]), "cat"))
 
 
 def scaled_heads(zoo, scale: float) -> MergeData:
@@ -61,8 +68,7 @@ def scaled_heads(zoo, scale: float) -> MergeData:
     data = MergeData.from_zoo(zoo)
     anchors = []
     for i, head in enumerate(zoo.heads):
-        overrides = merged_overrides(zoo, merge(zoo.adapters.subset([i]), "cat"))
-        logits = predict_logits(zoo, i, zoo.data[i].val, overrides) * (scale / head.logit_scale)
+        logits = predict_logits(zoo, i, zoo.data[i].val, alone(zoo, i)) * (scale / head.logit_scale)
         anchors.append(float(entropy(logits).mean()))
     data.heads = [dataclasses.replace(h, logit_scale=scale) for h in zoo.heads]
     data.anchors = torch.tensor(anchors)
@@ -111,11 +117,8 @@ def main() -> None:
         pool_x.append(texts[args.dev:])
     console.print(f"held-out texts read in {time.perf_counter() - t0:.1f} s: dev {args.dev} per task, extra pool "
                   f"{[len(p) for p in pool_x]}")
-    dev_individual = []  # each adapter alone on its own task's dev texts (the dev normalization)
-    for i in range(n):
-        overrides = merged_overrides(zoo, merge(zoo.adapters.subset([i]), "cat"))
-        pred = zoo.heads[i].predict(predict_logits(zoo, i, dev_x[i], overrides))
-        dev_individual.append(100.0 * float((pred == dev_y[i]).float().mean()))
+    # each adapter alone on its own task's dev texts (the dev normalization)
+    dev_individual = [task_accuracy_on(zoo, i, alone(zoo, i), dev_x[i], dev_y[i]) for i in range(n)]
     if args.test_limit is None:
         test_individual = [t.individual_accuracy for t in zoo.manifest.tasks]
     else:  # a smoke run: the same subset for the denominators

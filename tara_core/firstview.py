@@ -129,7 +129,8 @@ def osrm_configs() -> list[tuple[str, dict | None, str]]:
 def precompute(zoo, log: Callable[[str], None] = print, osrm_pair: bool = False, osrm_twin=None,
                folder=None) -> list[str]:
     """Compute every page's first view of ``zoo`` (full task set, :data:`DEFAULTS`) into ``<zoo>/results/``;
-    returns the files its first views read or wrote. The shipped preference models must exist first (``zoo precompute`` fits them).
+    returns the files its first views read or wrote. The shipped preference models must exist first (``zoo
+    precompute`` fits them).
     ``osrm_pair``: the zoo is one of a standard/OSRM pair (its OSRM-page merges are computed);
     ``osrm_twin``: the OSRM twin of this standard zoo (the interference report is computed too); ``folder``:
     write there instead (results already in it under the same key are kept, not recomputed)."""
