@@ -8,7 +8,10 @@ Starts ``streamlit run app.py`` on the chosen zoo (default demo-text) and drives
   (End/Home keys: one release) and back to 1, ``--moves`` times; per release, the time until "average normalized
   accuracy" shows a new value (the quick estimate) and until the larger evaluation is drawn and Streamlit is
   idle, and how much the value moved; then ``--new-rho`` single arrow-key steps down from 1, each a ρ the
-  warm server has not evaluated yet.
+  warm server has not evaluated yet;
+* **rapid**: ``--rapid`` times, a step of the second slider (a new ρ), then 0.5 s after its quick estimate is
+  shown (while the larger evaluation runs) the first slider to 0 or back to 1: the time until that second
+  release's quick estimate is shown (a move must not wait for the previous move's larger evaluation).
 
 The server gets an empty ``TARA_CACHE``: everything not shipped with the zoo is computed, as for a new user.
 
@@ -59,13 +62,15 @@ def main() -> None:
     ap.add_argument("--moves", type=int, default=3, help="drags of the first slider to 0 and back")
     ap.add_argument("--new-rho", type=int, default=3, help="then single steps of the first slider down from 1 "
                                                           "(0.95, 0.90, ...): each a ρ the server has not seen")
+    ap.add_argument("--rapid", type=int, default=2, help="second releases during the previous move's larger "
+                                                         "evaluation")
     ap.add_argument("--script", default="dashboard.py", help="what `streamlit run` serves: dashboard.py (the "
                                                                "README's command) or app.py (no server-start imports)")
     ap.add_argument("--screenshot", help="save the Merge page after the last move to this PNG (and the Pareto, "
                                          "Coverage and Anisotropy first views next to it)")
     args = ap.parse_args()
     console = Console()
-    views, moves = [], []
+    views, moves, rapid = [], [], []
     cache = tempfile.mkdtemp(prefix="tara-bench-cache-")  # a new user's empty cache: only what the zoo ships
     started = time.perf_counter()
     with streamlit_server({"TARA_DEFAULT_ZOO": args.zoo, "TARA_CACHE": cache}, timeout=300, script=args.script) as url, \
@@ -107,6 +112,22 @@ def main() -> None:
                           "change quick": quick - old, "change final": metric_value(page, LABEL) - old,
                           "weighted": metric_value(page, WEIGHTED) - old_weighted,
                           "task": metric_value(page, f"{first_task} (ρ =")})
+        second = page.locator("[data-testid=stSidebar]").get_by_role("slider").nth(1)
+        second_task = second.get_attribute("aria-label")
+        for k in range(args.rapid):
+            second.focus()
+            second.press("ArrowLeft")  # a ρ never seen: its larger evaluation takes seconds
+            page.get_by_text(f"{second_task} (ρ =").wait_for(timeout=300_000)
+            page.wait_for_function("() => document.body.innerText.includes('computing on')", timeout=300_000)
+            time.sleep(0.5)
+            key = "Home" if k % 2 == 0 else "End"
+            thumb.focus()
+            t0 = time.perf_counter()
+            thumb.press(key)
+            page.get_by_text(f"{first_task} (ρ =").wait_for(timeout=300_000)
+            rapid.append({"to": "0" if key == "Home" else "1", "shown": time.perf_counter() - t0})
+            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
+            wait_idle(page, 300_000)
         if args.screenshot:  # untimed: the first task dropped (ρ = 0), what a user sees after the drag
             thumb.focus()
             thumb.press("Home")
@@ -131,6 +152,13 @@ def main() -> None:
     t2.add_row("median", f"{statistics.median(m['shown'] for m in moves):.2f}",
                f"{statistics.median(m['idle'] for m in moves):.2f}", "", "", "", "")
     console.print(t2)
+    if rapid:
+        t3 = Table(title=f"{args.zoo}: a release 0.5 s into the previous move's larger evaluation")
+        t3.add_column("release (first slider, after a step of the second)")
+        t3.add_column("its quick estimate shown, s", justify="right")
+        for m in rapid:
+            t3.add_row(f"→ {m['to']}", f"{m['shown']:.2f}")
+        console.print(t3)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from studio import (PALETTE, cached_eval, cached_individual, current_rho, get_pa
                     preference_model, selection, slider_values)
 from tara_core.diagnostics import split_module_name
 from tara_core.evaluate import evaluate
-from tara_core.firstview import DEFAULTS
+from tara_core.firstview import DEFAULTS, evaluation
 from tara_core.methods import get_method
 from tara_core.optimize import merge_from_phi
 from tara_core.precision import bf16_is_native
@@ -127,16 +127,26 @@ def optimized_phi():
     return entry["phi"], entry["how"], entry["how"]
 
 
-def evaluations(merged, n: int) -> dict:
+def evaluations(merged, n: int, status=None) -> dict:
     """Accuracy of the current merge on the first n test examples per task: a preference model's φ(ρ) through
     the disk cache (the same merge for every session; shipped for the first view), anything else memoized
-    per session, ρ and φ source."""
+    per session, ρ and φ source.
+
+    With a ``status`` placeholder, the count of tasks done is written to it after each task. Each write is a
+    Streamlit call, where a rerun asked for by a newer slider move stops this run, so a move during a long
+    evaluation waits for one task's forward, not for all of them."""
+    def report(done: int, total: int) -> None:
+        status.caption(f"{done} of {total} tasks done on {min(n, available)} test examples each…")
+
+    progress = None if status is None else report
     if source == "model":
-        return cached_eval(zoo.name, method, (), tuple(tasks), n, bf16, rho_key)["accuracy"]
+        if progress is None:
+            return cached_eval(zoo.name, method, (), tuple(tasks), n, bf16, rho_key)["accuracy"]
+        return evaluation(zoo, method, {}, tasks, rho=list(rho_key), limit=n, bf16=bf16, progress=progress)["accuracy"]
     memo = st.session_state.setdefault("merge_acc", {})
     key = (base_key, rho_key, source, n, bf16)
     if key not in memo:
-        memo[key] = evaluate(zoo, merged, tasks=tasks, limit=n, bf16=bf16)
+        memo[key] = evaluate(zoo, merged, tasks=tasks, limit=n, bf16=bf16, progress=progress)
     return memo[key]
 
 
@@ -242,7 +252,10 @@ if spec.data_driven:
 
     draw(evaluations(merged, quick), quick, quick >= min(limit, available), box, uniform(quick))
     if quick < min(limit, available):
-        draw(evaluations(merged, int(limit)), int(limit), True, box, uniform(int(limit)))
+        status = st.empty()
+        final = evaluations(merged, int(limit), status)
+        status.empty()
+        draw(final, int(limit), True, box, uniform(int(limit)))
     phi_panel(phi, param)
     download(merged)
 else:

@@ -44,9 +44,11 @@ def preference_source(zoo, method: str, params: dict | None, tasks: Sequence[int
 
 
 def evaluation(zoo, method: str, params: dict | None = None, tasks: Sequence[int] | None = None,
-               rho: Sequence[float] | None = None, limit: int | None = None, bf16: bool = False) -> dict:
+               rho: Sequence[float] | None = None, limit: int | None = None, bf16: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> dict:
     """Test accuracy per task of ``method`` on ``tasks`` at ``rho`` (data-driven methods) on the first
-    ``limit`` test examples, with the merge and evaluation seconds of the run that computed it."""
+    ``limit`` test examples, with the merge and evaluation seconds of the run that computed it.
+    ``progress(done, total)`` is called after each task's evaluation when it is computed (not when stored)."""
     import time
 
     from .evaluate import evaluate
@@ -62,7 +64,7 @@ def evaluation(zoo, method: str, params: dict | None = None, tasks: Sequence[int
         start = time.perf_counter()
         result, _ = run_method(zoo, method, params, rho=rho, tasks=tasks)
         merged = time.perf_counter() - start
-        acc = evaluate(zoo, result, tasks=tasks, limit=limit, bf16=bf16)
+        acc = evaluate(zoo, result, tasks=tasks, limit=limit, bf16=bf16, progress=progress)
         return {"accuracy": acc, "merge_seconds": merged, "seconds": time.perf_counter() - start}
 
     return cached_result(zoo, "evaluation", key, compute)

@@ -345,3 +345,29 @@ def test_precompute_adopts_a_cached_fit_instead_of_refitting(tiny_zoo, tmp_path,
     assert not _adopt_cached_fit(cached.with_suffix(""), shipped, "0" * 64)  # another zoo's files: refused
     cached.write_bytes(b"not a safetensors file")
     assert not _adopt_cached_fit(cached.with_suffix(""), shipped, fingerprint)  # corrupt: refused
+
+
+def test_an_evaluation_stopped_from_its_progress_stores_nothing(tiny_zoo, tmp_path, monkeypatch):
+    """The Merge page stops a long evaluation from its progress callback when a newer slider move asks for a
+    rerun: nothing half-computed may be stored, and the next call computes it whole."""
+    from tara_core import firstview
+
+    monkeypatch.setenv("TARA_CACHE", str(tmp_path / "cache"))
+    zoo = open_zoo(tiny_zoo)
+    n = len(zoo.task_names)
+
+    class Rerun(Exception):
+        pass
+
+    def stop_after_first(done, total):
+        raise Rerun
+
+    with pytest.raises(Rerun):
+        firstview.evaluation(zoo, "ta", limit=7, progress=stop_after_first)
+    assert not list((tmp_path / "cache").rglob("evaluation-*.json"))
+    calls = []
+    full = firstview.evaluation(zoo, "ta", limit=7, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(k + 1, n) for k in range(n)] and len(full["accuracy"]) == n
+    assert len(list((tmp_path / "cache").rglob("evaluation-*.json"))) == 1
+    calls.clear()  # stored: read back without computing (no progress)
+    assert firstview.evaluation(zoo, "ta", limit=7, progress=lambda d, t: calls.append(d)) == full and not calls
