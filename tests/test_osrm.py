@@ -106,3 +106,27 @@ def test_build_osrm_zoo_end_to_end(tmp_path):
     std_init = report[(report.adapters == "standard") & (report.stage == "initialization")]
     assert init.input_interference.mean() < std_init.input_interference.mean()
     assert set(report.stage) == {"initialization", "after fine-tuning"}
+
+
+def test_frozen_A_keeps_osrm_initialization_through_fine_tuning(tmp_path):
+    """--freeze-a trains B alone: every saved A is OSRM's initialization, B has moved, and the input
+    interference after fine-tuning equals the one at initialization."""
+    from tara_core.recipes.osrm import build_osrm_zoo, interference_report
+
+    std = build_tiny_zoo(tmp_path)
+    target = build_osrm_zoo(str(std), tmp_path, samples=8, log=lambda *a: None, freeze_A=True)
+    frozen = open_zoo(target)
+    assert frozen.name == "tiny-text-osrm-frozen" and frozen.manifest.build["osrm"]["freeze_A"] is True
+    standard = open_zoo(std)
+    modules = standard.adapters.module_names
+    moments = [collect_second_moments(standard.backbone, d.val[:8], modules) for d in standard.data]
+    for t, adapter in enumerate(frozen.adapters.adapters):
+        others = [k for k in range(len(moments)) if k != t]
+        for m in modules:
+            init = osrm_init(pooled_moment([moments[k][m] for k in others]), adapter.ranks[m]).float()
+            torch.testing.assert_close(adapter.modules[m].A.float(), init, rtol=1e-5, atol=1e-6)
+            assert adapter.modules[m].B.abs().max() > 0
+    report = interference_report(str(std), frozen, samples=8, label="osrm, A frozen")
+    rows = report[report.adapters == "osrm, A frozen"]
+    by_stage = rows.groupby("stage").input_interference.mean()
+    assert abs(by_stage["after fine-tuning"] - by_stage["initialization"]) < 1e-6

@@ -79,10 +79,11 @@ def cmd_osrm(args) -> int:
     from ..recipes.osrm import build_osrm_zoo, interference_report
 
     target = build_osrm_zoo(args.zoo, Path(args.out), samples=args.samples, overwrite=args.overwrite,
-                            log=console.print)
+                            log=console.print, freeze_A=args.freeze_a)
     console.print(f"built {target}")
     with console.status("measuring interference (standard vs OSRM)"):
-        report = interference_report(args.zoo, str(target), samples=args.samples)
+        report = interference_report(args.zoo, str(target), samples=args.samples,
+                                     label="osrm, A frozen" if args.freeze_a else "osrm")
     summary = (report.groupby(["adapters", "stage"])[["input_interference", "output_interference"]]
                .mean().reset_index())
     print_frame(summary, "mean interference over modules and ordered task pairs")
@@ -94,10 +95,13 @@ def register(sub) -> None:
     p = add_command(sub, "osrm", "build the OSRM-initialized variant of a zoo's adapters (a new zoo)",
                     "Re-train every adapter of a zoo from OSRM's initialization (A from the smallest-eigenvalue "
                     "directions of the other tasks' inputs) and report the interference before and after.",
-                    ["osrm --zoo demo-text --out zoos"])
+                    ["osrm --zoo demo-text --out zoos", "osrm --zoo demo-vision --out ~/zoos --freeze-a"])
     p.add_argument("--zoo", required=True, help="the standard zoo (its recipe's data packages must be installed)")
     p.add_argument("--out", required=True, help="parent folder for the new zoo <name>-osrm")
     p.add_argument("--samples", type=positive_int, default=48, help="unlabeled val inputs per task for the second moments")
+    p.add_argument("--freeze-a", action="store_true",
+                   help="train B alone, keeping every A at OSRM's initialization (orthogonal to the other tasks' "
+                        "inputs through fine-tuning); the zoo is <name>-osrm-frozen")
     p.add_argument("--overwrite", action="store_true", help="replace an existing <name>-osrm zoo")
     p.add_argument("--json", help="write the interference rows (per module, task pair, variant, stage)")
     p.set_defaults(func=cmd_osrm)

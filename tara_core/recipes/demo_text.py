@@ -137,10 +137,12 @@ def held_out(t_idx: int, n: int, cfg: dict | None = None) -> tuple[list[str], li
 
 
 def finetune_lora(encoder, head_weight: torch.Tensor, texts: list[str], labels: list[int], cfg: dict, seed: int, log,
-                  init_A: dict[str, torch.Tensor] | None = None):
+                  init_A: dict[str, torch.Tensor] | None = None, freeze_A: bool = False):
     """PEFT LoRA fine-tuning through the frozen cosine head (AdamW, cosine LR decay); returns the PeftModel.
 
     ``init_A`` ({module: r × d_in}) replaces PEFT's random A right after creation (OSRM); B stays 0.
+    ``freeze_A`` trains B alone, so every A stays at its initialization (OSRM's A then stays orthogonal to
+    the other tasks' input subspace through fine-tuning: the variant the OSRM paper leaves to future work).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -152,6 +154,10 @@ def finetune_lora(encoder, head_weight: torch.Tensor, texts: list[str], labels: 
         layer = model.base_model.model.get_submodule(module)
         with torch.no_grad():
             layer.lora_A["default"].weight.copy_(A.to(layer.lora_A["default"].weight.dtype))
+    if freeze_A:
+        for name, p in model.named_parameters():
+            if ".lora_A." in name:
+                p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(cfg["steps"], 1))))

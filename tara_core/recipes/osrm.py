@@ -1,5 +1,6 @@
 """Build the OSRM variant of a demo zoo: the same tasks, heads, data, ranks, steps and seeds, but every LoRA A
 initialized by OSRM (:mod:`tara_core.osrm`) from the other tasks' input second moments before fine-tuning.
+With ``freeze_A``, fine-tuning trains B alone, so each A stays in the subspace OSRM chose (``<name>-osrm-frozen``).
 
 The result is a complete zoo (``<name>-osrm``) so every command, merge method and dashboard page works on it
 unchanged, and standard vs OSRM adapters can be compared with no training. Second moments are collected on
@@ -16,7 +17,7 @@ from pathlib import Path
 from ..export import atomic_dir
 from ..osrm import collect_second_moments, osrm_init, pooled_moment
 
-__all__ = ["build_osrm_zoo"]
+__all__ = ["build_osrm_zoo", "osrm_zoo_name"]
 
 
 def _task_lora_config(zoo, t: int, cfg: dict) -> dict:
@@ -30,7 +31,13 @@ def _task_lora_config(zoo, t: int, cfg: dict) -> dict:
             "target_modules": sorted(targets) if isinstance(targets, (list, set)) else targets}
 
 
-def build_osrm_zoo(zoo_name: str, out_root: Path, samples: int = 48, overwrite: bool = False, log=print) -> Path:
+def osrm_zoo_name(zoo_name: str, freeze_A: bool = False) -> str:
+    """The OSRM twin's name: ``<zoo>-osrm``, or ``<zoo>-osrm-frozen`` when A is kept at OSRM's initialization."""
+    return f"{zoo_name}-osrm{'-frozen' if freeze_A else ''}"
+
+
+def build_osrm_zoo(zoo_name: str, out_root: Path, samples: int = 48, overwrite: bool = False, log=print,
+                   freeze_A: bool = False) -> Path:
     from ..zoo import open_zoo
     from . import finalize_manifest
 
@@ -46,7 +53,7 @@ def build_osrm_zoo(zoo_name: str, out_root: Path, samples: int = 48, overwrite: 
         moments.append(collect_second_moments(encoder, data.val[:samples], modules))
     collect_s = time.perf_counter() - start
     log(f"second moments of {len(modules)} modules × {len(moments)} tasks in {collect_s:.1f} s")
-    name = f"{zoo.name}-osrm"
+    name = osrm_zoo_name(zoo.name, freeze_A)
     target = Path(out_root) / name
     with atomic_dir(target, overwrite=overwrite) as tmp:
         for item in zoo.folder.iterdir():  # heads, data and an in-zoo base are shared as they are
@@ -64,16 +71,18 @@ def build_osrm_zoo(zoo_name: str, out_root: Path, samples: int = 48, overwrite: 
             inputs, labels, _, (train, _, _) = recipe.task_split(t, cfg)
             train_inputs = inputs[train] if hasattr(inputs, "shape") else [inputs[i] for i in train]
             train_labels = (labels[train].tolist() if hasattr(labels, "shape") else [labels[i] for i in train])
-            log(f"[{task.name}] OSRM init of {len(modules)} modules; fine-tuning on {len(train)} examples")
+            log(f"[{task.name}] OSRM init of {len(modules)} modules; fine-tuning {'B alone' if freeze_A else 'A and B'}"
+                f" on {len(train)} examples")
             model = recipe.finetune_lora(encoder, zoo.heads[t].weight, train_inputs, train_labels, task_cfg,
-                                         seed=cfg["seed"] + 100 + t, log=log, init_A=init_A)
+                                         seed=cfg["seed"] + 100 + t, log=log, init_A=init_A, freeze_A=freeze_A)
             model.save_pretrained(tmp / "adapters" / task.name)
             log(f"[{task.name}] done in {time.perf_counter() - t0:.0f} s")
         manifest["name"] = name
-        manifest["description"] = f"{zoo.manifest.description} OSRM-initialized adapters (same tasks, ranks, seeds)."
+        manifest["description"] = (f"{zoo.manifest.description} OSRM-initialized adapters (same tasks, ranks, seeds)"
+                                   + (", A frozen during fine-tuning." if freeze_A else "."))
         manifest["build"] = {"recipe": build["recipe"], "config": cfg,
                              "osrm": {"from": zoo.name, "samples_per_task": samples, "split": "val (unlabeled)",
-                                      "collect_seconds": round(collect_s, 1)}}
+                                      "collect_seconds": round(collect_s, 1), "freeze_A": freeze_A}}
         for task in manifest["tasks"]:
             for k in ("individual_accuracy", "anchor_entropy"):
                 task[k] = None
@@ -105,10 +114,10 @@ def _initial_As(zoo, t: int, cfg: dict, moments, osrm: bool) -> dict:
             for m in zoo.adapters.module_names}
 
 
-def interference_report(standard, osrm, samples: int = 48):
+def interference_report(standard, osrm, samples: int = 48, label: str = "osrm"):
     """Input interference before/after fine-tuning and output interference after, standard vs OSRM adapters
     (one row per adapter task t, data task j ≠ t, module, variant, stage); moments from the val split.
-    ``standard``/``osrm``: zoo names, folders or opened zoos."""
+    ``standard``/``osrm``: zoo names, folders or opened zoos; ``label`` names the OSRM zoo's rows."""
     import pandas as pd
 
     from ..diagnostics import split_module_name
@@ -122,20 +131,20 @@ def interference_report(standard, osrm, samples: int = 48):
     std_zoo = opened(standard)
     moments = [collect_second_moments(std_zoo.backbone, d.val[:samples], std_zoo.adapters.module_names)
                for d in std_zoo.data]
-    for label, ref in (("standard", std_zoo), ("osrm", osrm)):
+    for variant, ref in (("standard", std_zoo), (label, osrm)):
         zoo = opened(ref)
-        after = interference_table(zoo.adapters, moments, label).assign(stage="after fine-tuning")
+        after = interference_table(zoo.adapters, moments, variant).assign(stage="after fine-tuning")
         frames.append(after)
         cfg = zoo.manifest.build["config"]
         rows = []
         for t in range(len(zoo.task_names)):
-            init = _initial_As(zoo, t, cfg, moments, osrm=label == "osrm")
+            init = _initial_As(zoo, t, cfg, moments, osrm=variant != "standard")
             for j in range(len(zoo.task_names)):
                 if j == t:
                     continue
                 for m, A in init.items():
                     layer, mtype = split_module_name(m)
-                    rows.append({"adapters": label, "module_path": m, "layer": layer, "module": mtype,
+                    rows.append({"adapters": variant, "module_path": m, "layer": layer, "module": mtype,
                                  "adapter_task": zoo.task_names[t], "data_task": zoo.task_names[j],
                                  "input_interference": input_interference(A, moments[j][m].S),
                                  "output_interference": float("nan"), "stage": "initialization"})
