@@ -130,3 +130,25 @@ def test_frozen_A_keeps_osrm_initialization_through_fine_tuning(tmp_path):
     rows = report[report.adapters == "osrm, A frozen"]
     by_stage = rows.groupby("stage").input_interference.mean()
     assert abs(by_stage["after fine-tuning"] - by_stage["initialization"]) < 1e-6
+
+
+def test_shared_init_twin_starts_every_task_from_one_A(tmp_path):
+    """The shared-init twin fine-tunes every task from the same random A: its adapters' A are much closer to
+    each other than the standard zoo's (each task drawn from its own seed)."""
+    from tara_core.recipes.osrm import build_shared_init_zoo
+
+    std = build_tiny_zoo(tmp_path)
+    twin = open_zoo(build_shared_init_zoo(str(std), tmp_path, log=lambda *a: None))
+    assert twin.name == "tiny-text-shared-init" and twin.task_names == open_zoo(std).task_names
+
+    def spread(zoo) -> float:  # mean distance between two tasks' A, over modules and task pairs
+        ads = zoo.adapters.adapters
+        gaps = []
+        for i, a in enumerate(ads):
+            for b in ads[i + 1:]:
+                for m in a.modules:
+                    r = min(a.ranks[m], b.ranks[m])  # the rows both have (ranks differ in the tiny zoo)
+                    gaps.append(float((a.modules[m].A[:r] - b.modules[m].A[:r]).norm() / a.modules[m].A[:r].norm()))
+        return sum(gaps) / len(gaps)
+
+    assert spread(twin) < 0.5 * spread(open_zoo(std))

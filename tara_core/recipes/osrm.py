@@ -5,6 +5,9 @@ With ``freeze_A``, fine-tuning trains B alone, so each A stays in the subspace O
 The result is a complete zoo (``<name>-osrm``) so every command, merge method and dashboard page works on it
 unchanged, and standard vs OSRM adapters can be compared with no training. Second moments are collected on
 the unlabeled val split (``samples`` per task), which is what a merging user has.
+
+:func:`retrain_zoo` is the twin builder both use; :func:`build_shared_init_zoo` is its other client: every task
+fine-tuned from one shared random A, the setting under which real zoos' atoms overlap (issue 19's coverage study).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 from ..export import atomic_dir
 from ..osrm import collect_second_moments, osrm_init, pooled_moment
 
-__all__ = ["build_osrm_zoo", "osrm_zoo_name"]
+__all__ = ["build_osrm_zoo", "build_shared_init_zoo", "osrm_zoo_name", "retrain_zoo"]
 
 
 def _task_lora_config(zoo, t: int, cfg: dict) -> dict:
@@ -39,21 +42,55 @@ def osrm_zoo_name(zoo_name: str, freeze_A: bool = False) -> str:
 def build_osrm_zoo(zoo_name: str, out_root: Path, samples: int = 48, overwrite: bool = False, log=print,
                    freeze_A: bool = False) -> Path:
     from ..zoo import open_zoo
-    from . import finalize_manifest
 
     zoo = open_zoo(zoo_name)
+    modules = zoo.adapters.module_names
+    start = time.perf_counter()
+    moments = [collect_second_moments(zoo.backbone, data.val[:samples], modules) for data in zoo.data]
+    collect_s = time.perf_counter() - start
+    log(f"second moments of {len(modules)} modules × {len(moments)} tasks in {collect_s:.1f} s")
+    cfg = dict(zoo.manifest.build["config"])
+
+    def osrm_A(t: int) -> dict:
+        others = [k for k in range(len(moments)) if k != t]
+        r = _task_lora_config(zoo, t, cfg)["r"]
+        return {m: osrm_init(pooled_moment([moments[k][m] for k in others]), r).float() for m in modules}
+
+    return retrain_zoo(zoo, osrm_zoo_name(zoo.name, freeze_A), out_root, osrm_A, freeze_A,
+                       "OSRM-initialized adapters (same tasks, ranks, seeds)",
+                       {"osrm": {"from": zoo.name, "samples_per_task": samples, "split": "val (unlabeled)",
+                                 "collect_seconds": round(collect_s, 1), "freeze_A": freeze_A}},
+                       overwrite=overwrite, log=log, start=start)
+
+
+def build_shared_init_zoo(zoo_name: str, out_root: Path, overwrite: bool = False, log=print) -> Path:
+    """The zoo's adapters re-trained from one shared A initialization, as practitioners who reuse a seed get
+    them: PEFT's random A of the highest-rank task (its seed), each task taking its first r_t rows; data order
+    and everything else as the recipe. ``<zoo>-shared-init``."""
+    from ..zoo import open_zoo
+
+    zoo = open_zoo(zoo_name)
+    cfg = dict(zoo.manifest.build["config"])
+    ranks = [_task_lora_config(zoo, t, cfg)["r"] for t in range(len(zoo.task_names))]
+    source = max(range(len(ranks)), key=ranks.__getitem__)
+    shared = {m: A.float() for m, A in _initial_As(zoo, source, cfg, None, osrm=False).items()}
+    return retrain_zoo(zoo, f"{zoo.name}-shared-init", out_root, lambda t: {m: A[:ranks[t]] for m, A in shared.items()},
+                       False, "Adapters re-trained from one shared A initialization (same tasks, ranks, data order)",
+                       {"shared_init": {"from": zoo.name, "seed": cfg["seed"] + 100 + source}},
+                       overwrite=overwrite, log=log)
+
+
+def retrain_zoo(zoo, name: str, out_root: Path, initial_A, freeze_A: bool, note: str, build_info: dict,
+                overwrite: bool = False, log=print, start: float | None = None) -> Path:
+    """A twin of ``zoo`` whose adapters are fine-tuned again by its recipe (same tasks, heads, data, ranks, steps
+    and seeds) from ``initial_A(t)`` ({module: r × d_in}) for task t; B starts at 0. A complete, sealed zoo."""
+    from . import finalize_manifest
+    from ..zoo import write_manifest
+
+    start = time.perf_counter() if start is None else start
     build = zoo.manifest.build
     recipe = importlib.import_module(build["recipe"])
     cfg = dict(build["config"])
-    modules = zoo.adapters.module_names
-    encoder = zoo.backbone
-    start = time.perf_counter()
-    moments = []
-    for j, data in enumerate(zoo.data):
-        moments.append(collect_second_moments(encoder, data.val[:samples], modules))
-    collect_s = time.perf_counter() - start
-    log(f"second moments of {len(modules)} modules × {len(moments)} tasks in {collect_s:.1f} s")
-    name = osrm_zoo_name(zoo.name, freeze_A)
     target = Path(out_root) / name
     with atomic_dir(target, overwrite=overwrite) as tmp:
         for item in zoo.folder.iterdir():  # heads, data and an in-zoo base are shared as they are
@@ -64,32 +101,26 @@ def build_osrm_zoo(zoo_name: str, out_root: Path, samples: int = 48, overwrite: 
         manifest = json.loads(zoo.manifest.model_dump_json())
         for t, task in enumerate(zoo.manifest.tasks):
             t0 = time.perf_counter()
-            others = [k for k in range(len(moments)) if k != t]
             task_cfg = _task_lora_config(zoo, t, cfg)
-            init_A = {m: osrm_init(pooled_moment([moments[k][m] for k in others]), task_cfg["r"]).float()
-                      for m in modules}
+            init_A = initial_A(t)
             inputs, labels, _, (train, _, _) = recipe.task_split(t, cfg)
             train_inputs = inputs[train] if hasattr(inputs, "shape") else [inputs[i] for i in train]
             train_labels = (labels[train].tolist() if hasattr(labels, "shape") else [labels[i] for i in train])
-            log(f"[{task.name}] OSRM init of {len(modules)} modules; fine-tuning {'B alone' if freeze_A else 'A and B'}"
+            log(f"[{task.name}] A of {len(init_A)} modules set; fine-tuning {'B alone' if freeze_A else 'A and B'}"
                 f" on {len(train)} examples")
-            model = recipe.finetune_lora(encoder, zoo.heads[t].weight, train_inputs, train_labels, task_cfg,
+            model = recipe.finetune_lora(zoo.backbone, zoo.heads[t].weight, train_inputs, train_labels, task_cfg,
                                          seed=cfg["seed"] + 100 + t, log=log, init_A=init_A, freeze_A=freeze_A)
             model.save_pretrained(tmp / "adapters" / task.name)
             log(f"[{task.name}] done in {time.perf_counter() - t0:.0f} s")
         manifest["name"] = name
-        manifest["description"] = (f"{zoo.manifest.description} OSRM-initialized adapters (same tasks, ranks, seeds)"
-                                   + (", A frozen during fine-tuning." if freeze_A else "."))
-        manifest["build"] = {"recipe": build["recipe"], "config": cfg,
-                             "osrm": {"from": zoo.name, "samples_per_task": samples, "split": "val (unlabeled)",
-                                      "collect_seconds": round(collect_s, 1), "freeze_A": freeze_A}}
+        manifest["description"] = f"{zoo.manifest.description} {note}" + (", A frozen during fine-tuning." if freeze_A
+                                                                          else ".")
+        manifest["build"] = {"recipe": build["recipe"], "config": cfg, **build_info}
         for task in manifest["tasks"]:
             for k in ("individual_accuracy", "anchor_entropy"):
                 task[k] = None
         manifest = finalize_manifest(tmp, manifest, log)
         manifest["build"]["total_seconds"] = round(time.perf_counter() - start, 1)
-        from ..zoo import write_manifest
-
         write_manifest(tmp, manifest)
     return target
 
