@@ -38,7 +38,7 @@ if len(tasks) < 2:
 
 names = [zoo.task_names[i] for i in tasks]
 available = min(len(zoo.data[i].test_labels) for i in tasks)  # test examples every selected task has
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns(4)
 preview = c1.number_input("quick estimate on (test examples per task)", 5, 500, DEFAULTS["merge"]["preview"], 5,
                           key="eval_preview", help="Shown right after a slider move")
 limit = c2.number_input("then on (test examples per task)", 20, 2000, DEFAULTS["merge"]["limit"], 20,
@@ -46,6 +46,10 @@ limit = c2.number_input("then on (test examples per task)", 20, 2000, DEFAULTS["
 bf16 = c3.toggle("bf16 (fast)", value=bf16_is_native(zoo.device), key="merge_bf16",
                  help="bfloat16 matmuls, on by default only where the CPU/GPU has them natively; off: fp32, the "
                       "precision of the CLI's tables.")
+prefetch = c4.toggle("prefetch nearby ρ", value=True, key="merge_prefetch",
+                     help="Preference models: once the numbers are drawn, compute the quick estimate of every ρ one "
+                          "slider step away (the moved slider's first), so the next small move shows at once. Any "
+                          "move stops it; off: nothing runs between moves.")
 rho = current_rho(tasks)
 rho_key = tuple(round(r, 6) for r in rho)
 uniform_key = tuple(round(1.0 / len(tasks), 6) for _ in tasks)
@@ -184,6 +188,34 @@ def draw(acc: dict, n: int, final: bool, box, at_uniform: dict | None = None) ->
         st.plotly_chart(fig, width="stretch", key=f"acc_bars_{'final' if final else 'quick'}")
 
 
+def nearby_rhos() -> list[tuple[float, ...]]:
+    """Every ρ one slider step (0.05) away from the sidebar's raw values, the last-moved slider's first, as the
+    rounded keys :func:`current_rho` gives."""
+    step = 0.05
+    order = [focus] + [t for t in names if t != focus]
+    out = []
+    for t in order:
+        for value in (raw_rho[t] - step, raw_rho[t] + step):
+            value = round(value, 2)
+            if 0.0 <= value <= 1.0:
+                moved = {**raw_rho, t: value}
+                total = sum(moved.values())
+                normalized = [moved[n] / total for n in names] if total > 0 else [1.0 / len(names)] * len(names)
+                out.append(tuple(round(r, 6) for r in normalized))
+    return list(dict.fromkeys(k for k in out if k != rho_key))
+
+
+def prefetch_nearby(n: int) -> None:
+    """The quick estimate (n examples per task) of every nearby ρ into the disk cache, in this script run after
+    the page is drawn: a newer move stops it at its next progress write (one task's forward)."""
+    note = st.empty()
+    todo = nearby_rhos()
+    for k, key in enumerate(todo):
+        evaluation(zoo, method, {}, tasks, rho=list(key), limit=n, bf16=bf16,
+                   progress=lambda d, t: note.caption(f"prefetching nearby ρ: {k} of {len(todo)} ready…"))
+    note.empty()
+
+
 def phi_panel(phi, param) -> None:
     st.subheader("How much of each adapter is in the merge")
     share = {}
@@ -258,6 +290,8 @@ if spec.data_driven:
         draw(final, int(limit), True, box, uniform(int(limit)))
     phi_panel(phi, param)
     download(merged)
+    if spec.preference_of and prefetch and source == "model":
+        prefetch_nearby(quick)
 else:
     st.caption(f"{method} is data-free: ρ does not change it.")
     acc = cached_eval(zoo.name, method, (), tuple(tasks), int(limit), bf16)["accuracy"]

@@ -119,6 +119,29 @@ def test_merge_page_preference_model_follows_the_sliders(zoo_env):
     assert not at.get("download_button")
 
 
+def test_merge_page_prefetches_the_nearby_rhos(zoo_env, monkeypatch):
+    """After drawing, the Merge page computes the quick estimate of every ρ one slider step away into the disk
+    cache: those are then read without merging, a farther ρ is not there."""
+    from tara_core import firstview
+    from tara_core.zoo import open_zoo
+    import tara_core.run as run
+
+    at = _app("pages/merge.py", eval_preview=10, eval_limit=20)
+    assert not at.exception, at.exception
+    assert not any("prefetching" in c.value for c in at.caption)  # its progress line is cleared at the end
+    zoo = open_zoo("tiny-text")
+    monkeypatch.setattr(run, "run_method", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
+
+    def quick(raw):
+        rho = [round(v / sum(raw), 6) for v in raw]
+        return firstview.evaluation(zoo, "tara-b-pareto", {}, [0, 1, 2], rho=rho, limit=10)
+
+    for raw in ((0.95, 1.0, 1.0), (1.0, 1.0, 0.95)):
+        assert quick(raw)["accuracy"]
+    with pytest.raises(AssertionError, match="computed"):
+        quick((0.3, 0.7, 1.0))  # no test moves the sliders here
+
+
 def test_merge_page_data_free_method(zoo_env):
     at = _app("pages/merge.py", method="ties", eval_limit=20)
     assert not at.exception, at.exception
