@@ -14,7 +14,7 @@ from studio import (PALETTE, cached_eval, cached_individual, current_rho, get_pa
                     preference_model, selection, slider_values)
 from tara_core.diagnostics import split_module_name
 from tara_core.evaluate import evaluate
-from tara_core.firstview import DEFAULTS, evaluation
+from tara_core.firstview import DEFAULTS, evaluation, nearby_rhos
 from tara_core.methods import get_method
 from tara_core.optimize import merge_from_phi
 from tara_core.precision import bf16_is_native
@@ -188,30 +188,13 @@ def draw(acc: dict, n: int, final: bool, box, at_uniform: dict | None = None) ->
         st.plotly_chart(fig, width="stretch", key=f"acc_bars_{'final' if final else 'quick'}")
 
 
-def nearby_rhos() -> list[tuple[float, ...]]:
-    """Every ρ one slider step (0.05) away from the sidebar's raw values, the last-moved slider's first, as the
-    rounded keys :func:`current_rho` gives."""
-    step = 0.05
-    order = [focus] + [t for t in names if t != focus]
-    out = []
-    for t in order:
-        for value in (raw_rho[t] - step, raw_rho[t] + step):
-            value = round(value, 2)
-            if 0.0 <= value <= 1.0:
-                moved = {**raw_rho, t: value}
-                total = sum(moved.values())
-                normalized = [moved[n] / total for n in names] if total > 0 else [1.0 / len(names)] * len(names)
-                out.append(tuple(round(r, 6) for r in normalized))
-    return list(dict.fromkeys(k for k in out if k != rho_key))
-
-
 def prefetch_nearby(n: int) -> None:
     """The quick estimate (n examples per task) of every nearby ρ into the disk cache, in this script run after
     the page is drawn: a newer move stops it at its next progress write (one task's forward)."""
     note = st.empty()
-    todo = nearby_rhos()
-    for k, key in enumerate(todo):
-        evaluation(zoo, method, {}, tasks, rho=list(key), limit=n, bf16=bf16,
+    todo = nearby_rhos([raw_rho[t] for t in names], first=names.index(focus))
+    for k, rho_near in enumerate(todo):
+        evaluation(zoo, method, {}, tasks, rho=rho_near, limit=n, bf16=bf16,
                    progress=lambda d, t: note.caption(f"prefetching nearby ρ: {k} of {len(todo)} ready…"))
     note.empty()
 

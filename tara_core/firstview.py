@@ -14,7 +14,7 @@ import pandas as pd
 
 from .results import cached_result, results_used, writing_to_zoo
 
-__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "individual", "coverage_frame", "anisotropy_frame", "front",
+__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "nearby_rhos", "individual", "coverage_frame", "anisotropy_frame", "front",
            "osrm_report", "precompute", "preference_source"]
 
 DEFAULTS = {
@@ -29,6 +29,29 @@ DEFAULTS = {
 
 def _tasks(zoo, tasks) -> list[int]:
     return list(range(len(zoo.task_names))) if tasks is None else [int(t) for t in tasks]
+
+
+def nearby_rhos(raw: Sequence[float], first: int = 0, step: float = 0.05) -> list[list[float]]:
+    """Every normalized ρ one slider step away from the raw slider values ``raw`` (each in [0, 1]), rounded as
+    result keys are; slider ``first`` (the last moved) first. What the Merge page prefetches, and what
+    :func:`precompute` ships around the all-ones first view."""
+    order = [first] + [k for k in range(len(raw)) if k != first]
+    here = _normalized(raw)
+    out = []
+    for k in order:
+        for value in (raw[k] - step, raw[k] + step):
+            value = round(value, 2)
+            if 0.0 <= value <= 1.0:
+                moved = _normalized([value if i == k else v for i, v in enumerate(raw)])
+                if moved != here and moved not in out:
+                    out.append(moved)
+    return out
+
+
+def _normalized(raw: Sequence[float]) -> list[float]:
+    """Raw slider values normalized to sum 1 (uniform when all are 0), rounded to 6 digits as result keys are."""
+    total = sum(raw)
+    return [round(v / total if total > 0 else 1.0 / len(raw), 6) for v in raw]
 
 
 def preference_source(zoo, method: str, params: dict | None, tasks: Sequence[int]) -> str | None:
@@ -145,6 +168,9 @@ def precompute(zoo, log: Callable[[str], None] = print, osrm_pair: bool = False,
             individual(zoo, limit=limit)
             evaluation(zoo, "ta", limit=limit)
             evaluation(zoo, m["method"], rho=uniform, limit=limit)
+        log(f"first views: the quick estimate of every ρ one slider step from the first view ({m['method']})")
+        for rho in nearby_rhos([1.0] * n):
+            evaluation(zoo, m["method"], rho=rho, limit=m["preview"])
         c = DEFAULTS["compare"]
         for method in c["methods"]:
             log(f"first views: compare · {method}")

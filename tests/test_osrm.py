@@ -137,9 +137,22 @@ def test_shared_init_twin_starts_every_task_from_one_A(tmp_path):
     each other than the standard zoo's (each task drawn from its own seed)."""
     from tara_core.recipes.osrm import build_shared_init_zoo
 
+    import hashlib
+    import json
+
+    from tara_core.zoo import write_manifest
+
     std = build_tiny_zoo(tmp_path)
+    manifest = json.loads((std / "zoo.json").read_text())
+    for rel in ("results/evaluation-0123456789abcdef.json", "preference/tara-b.json"):  # computed from its adapters
+        (std / rel).parent.mkdir(exist_ok=True)
+        (std / rel).write_text("{}")
+        manifest["files"][rel] = hashlib.sha256(b"{}").hexdigest()
+    write_manifest(std, manifest)
+    assert "preference/tara-b.json" in open_zoo(std).manifest.files
     twin = open_zoo(build_shared_init_zoo(str(std), tmp_path, log=lambda *a: None))
     assert twin.name == "tiny-text-shared-init" and twin.task_names == open_zoo(std).task_names
+    assert not any(f.startswith(("results/", "preference/")) for f in twin.manifest.files)  # not the standard's
 
     def spread(zoo) -> float:  # mean distance between two tasks' A, over modules and task pairs
         ads = zoo.adapters.adapters

@@ -371,3 +371,15 @@ def test_an_evaluation_stopped_from_its_progress_stores_nothing(tiny_zoo, tmp_pa
     assert len(list((tmp_path / "cache").rglob("evaluation-*.json"))) == 1
     calls.clear()  # stored: read back without computing (no progress)
     assert firstview.evaluation(zoo, "ta", limit=7, progress=lambda d, t: calls.append(d)) == full and not calls
+
+
+def test_nearby_rhos_are_one_slider_step_away():
+    from tara_core.firstview import nearby_rhos
+
+    assert nearby_rhos([1.0, 1.0, 1.0]) == [[0.322034, 0.338983, 0.338983], [0.338983, 0.322034, 0.338983],
+                                            [0.338983, 0.338983, 0.322034]]  # 1.05 is past the slider's end
+    near = nearby_rhos([0.5, 0.0, 1.0], first=2)
+    assert near[0] == [0.344828, 0.0, 0.655172] and len(near) == 4  # the last-moved slider first; none below 0
+    assert all(abs(sum(r) - 1) < 1e-5 for r in near)
+    assert nearby_rhos([0.0, 0.0]) == [[1.0, 0.0], [0.0, 1.0]]  # all at 0 is uniform; one step up is a vertex
+    assert nearby_rhos([0.05, 0.0]) == [[0.5, 0.5]]  # 0.1 normalizes to where it is; duplicates once

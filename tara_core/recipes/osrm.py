@@ -34,6 +34,11 @@ def _task_lora_config(zoo, t: int, cfg: dict) -> dict:
             "target_modules": sorted(targets) if isinstance(targets, (list, set)) else targets}
 
 
+# what a zoo computed from its adapters: a twin with new adapters must not inherit them (its first views
+# would show the original adapters' numbers under the same keys); `zoo precompute` computes the twin's own
+ADAPTER_RESULTS = ("results", "preference")
+
+
 def osrm_zoo_name(zoo_name: str, freeze_A: bool = False) -> str:
     """The OSRM twin's name: ``<zoo>-osrm``, or ``<zoo>-osrm-frozen`` when A is kept at OSRM's initialization."""
     return f"{zoo_name}-osrm{'-frozen' if freeze_A else ''}"
@@ -94,7 +99,7 @@ def retrain_zoo(zoo, name: str, out_root: Path, initial_A, freeze_A: bool, note:
     target = Path(out_root) / name
     with atomic_dir(target, overwrite=overwrite) as tmp:
         for item in zoo.folder.iterdir():  # heads, data and an in-zoo base are shared as they are
-            if item.name in ("adapters", "zoo.json"):
+            if item.name in ("adapters", "zoo.json") + ADAPTER_RESULTS:
                 continue
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
         (tmp / "adapters").mkdir()
