@@ -75,6 +75,7 @@ def evaluation(zoo, method: str, params: dict | None = None, tasks: Sequence[int
     import time
 
     from .evaluate import evaluate
+    from .methods import get_method
     from .run import run_method
 
     tasks = _tasks(zoo, tasks)
@@ -82,6 +83,9 @@ def evaluation(zoo, method: str, params: dict | None = None, tasks: Sequence[int
     key = {"method": method, "params": params, "tasks": tasks, "limit": limit, "bf16": bf16,
            "rho": None if rho is None else [round(float(r), 6) for r in rho],
            "model": preference_source(zoo, method, params, tasks)}
+    spec = get_method(method)
+    if spec.data_driven and not spec.preference_of and params.get("steps") is None:
+        key["steps"] = "reference rule"  # not the fixed 250 that results stored before it keyed on {} too
 
     def compute():
         start = time.perf_counter()

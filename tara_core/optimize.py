@@ -9,6 +9,7 @@ is polled before every step; a cancelled run returns the best φ seen so far.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -24,7 +25,7 @@ from .objective import entropy, scalarize, sharpen, task_loss, validate_rho
 from .precision import autocast
 from .tara import Parameterization, build_parameterization, choose_mode, install_side_path_hooks, side_paths
 
-__all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "task_logits", "task_entropies",
+__all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "reference_steps", "task_logits", "task_entropies",
            "task_losses", "expert_probabilities", "reference_losses", "parse_config"]
 
 
@@ -197,6 +198,15 @@ def step_modes(data: MergeData, param: Parameterization, rows: list[list[int]], 
     return _modes(param, data.backbone.token_count(probe), mode, data.backbone.model)
 
 
+def reference_steps(sizes: Sequence[int], batch_size: int, epochs: int) -> int:
+    """The reference code's step count (TARA.md §6.4): epochs × min(50, min_i len(val_loader_i)), a loader of
+    n_i unlabeled inputs having ⌈n_i / batch⌉ batches. 250 at 5 epochs once every task has ≥ 50 batches; 80 on
+    the demo zoos (256 inputs per task, batch 16)."""
+    if not sizes:
+        raise MergeError("no tasks to merge")
+    return epochs * min(50, min(math.ceil(n / batch_size) for n in sizes))
+
+
 class Sampler:
     """Seeded, cycling, without-replacement batches per task."""
 
@@ -273,12 +283,14 @@ def optimize(
     phi = {k: v.to(device).requires_grad_(True) for k, v in start_phi.items()}
     best_phi = {k: v.detach().clone() for k, v in phi.items()}
     opt = torch.optim.AdamW(list(phi.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = Sampler([len(v) for v in data.val], cfg.batch_size, cfg.seed)
-    result = OptimizeResult(variant, rho_t.tolist(), phi, best_phi, 0, config=cfg.model_dump())
+    sizes = [len(v) for v in data.val]
+    steps = cfg.steps if cfg.steps is not None else reference_steps(sizes, cfg.batch_size, cfg.epochs)
+    sampler = Sampler(sizes, cfg.batch_size, cfg.seed)
+    result = OptimizeResult(variant, rho_t.tolist(), phi, best_phi, 0, config={**cfg.model_dump(), "steps": steps})
     best_loss = float("inf")
     modes = None
     start = time.perf_counter()
-    for step in range(cfg.steps):
+    for step in range(steps):
         if should_cancel is not None and should_cancel():
             result.cancelled = True
             break
@@ -306,7 +318,7 @@ def optimize(
         if on_step is not None:
             on_step(step + 1, phi)
         if progress is not None:
-            progress(step + 1, cfg.steps, record)
+            progress(step + 1, steps, record)
     result.seconds = time.perf_counter() - start
     final = result.best_phi if result.cancelled else {k: v.detach().clone() for k, v in phi.items()}
     result.phi = final

@@ -276,3 +276,18 @@ def test_cli_bad_learned_input(zoo, tmp_path, capsys, args, match):
     assert main(["merge", "--zoo", str(zoo.folder), *args, "--out", str(tmp_path / "x")]) == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_default_steps_follow_the_reference_rule(zoo):
+    """Without ``steps``, a run takes the reference code's epochs × min(50, batches of the smallest task's
+    unlabeled set) (TARA.md §6.4): 80 on the demo zoos' 256 inputs per task, 250 once every task has ≥ 800."""
+    from tara_core.optimize import reference_steps
+
+    assert reference_steps([256] * 6, 16, 5) == 80
+    assert reference_steps([1000, 800], 16, 5) == 250
+    assert reference_steps([5, 800], 16, 10) == 10  # ⌈5 / 16⌉ = 1 batch per epoch
+    data = MergeData.from_zoo(zoo)
+    expected = reference_steps([len(v) for v in data.val], 4, 2)
+    res = optimize(data, zoo.adapters, "tara-b", config={"batch_size": 4, "epochs": 2})
+    assert res.steps_run == expected == res.config["steps"] and len(res.history) == expected
+    assert optimize(data, zoo.adapters, "tara-b", config={"batch_size": 4, "steps": 3}).steps_run == 3

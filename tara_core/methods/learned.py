@@ -19,7 +19,11 @@ class OptimizeConfig(BaseModel):
     """Settings of a data-driven merge; unknown names and out-of-range values are rejected."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(250, ge=0, le=100_000, description="optimization steps (the reference code: 5 epochs × 50 = 250)")
+    steps: int | None = Field(None, ge=0, le=100_000,
+                              description="optimization steps; default: the reference code's rule, epochs × min(50, "
+                                          "batches in the smallest task's unlabeled set)")
+    epochs: int = Field(5, ge=1, le=10_000, description="epochs of the default step rule (the reference: 5 for "
+                                                        "vision, 10 for NLI)")
     lr: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate")
     weight_decay: float = Field(0.01, ge=0, le=10, description="AdamW weight decay (PyTorch's default; pulls φ to 0)")
     batch_size: int = Field(16, ge=1, le=4096, description="unlabeled examples per task per step")
