@@ -7,7 +7,8 @@ each other task j, input interference = ‖A H_jᵀ‖_F / (‖A‖_F ‖H_j‖_
 none of task j's input energy; a random A has ≈ sqrt(1 / d_in), since E tr(A S Aᵀ) = ‖A‖² tr S / d_in), averaged over modules and
 ordered pairs. Rows: OSRM's init from n = 8 … 128 inputs per task (rank r of the zoo, then r × 2 and r × 4 at
 n = 48), PEFT's random init, and the fine-tuned A of each adapter set found (standard, ``<zoo>-osrm``,
-``<zoo>-osrm-frozen``), per module type.
+``<zoo>-osrm-frozen``), per module type; the last column is the same measure on the adapter's own task's
+held-out inputs (how much of its own input energy an A can use).
 
     TARA_ZOO_PATH=/path/with/frozen/zoos .venv/bin/python bench/bench_osrm_init.py --zoo demo-text
 """
@@ -35,9 +36,9 @@ def held_out_interference(As: list[dict], held: list[dict]) -> pd.DataFrame:
     rows = []
     for t, per_module in enumerate(As):
         for j, moments in enumerate(held):
-            if j != t:
-                for m, A in per_module.items():
-                    rows.append({"module": split_module_name(m)[1], "value": input_interference(A, moments[m].S)})
+            for m, A in per_module.items():
+                rows.append({"module": split_module_name(m)[1], "own": j == t,
+                             "value": input_interference(A, moments[m].S)})
     return pd.DataFrame(rows)
 
 
@@ -77,8 +78,9 @@ def main() -> None:
             continue
         out[f"after fine-tuning: {label}"] = held_out_interference(
             [{m: a.modules[m].A for m in modules} for a in twin.adapters.adapters], held)
-    table = pd.DataFrame({k: {"all modules": v.value.mean(), **v.groupby("module").value.mean().to_dict()}
-                          for k, v in out.items()}).T
+    table = pd.DataFrame({k: {"all modules": v[~v.own].value.mean(),
+                              **v[~v.own].groupby("module").value.mean().to_dict(),
+                              "own task's inputs": v[v.own].value.mean()} for k, v in out.items()}).T
     random_level = sum((1 / d) ** 0.5 for d in d_in.values()) / len(d_in)
     print_frame(table.rename_axis("A").reset_index(),
                 f"{zoo.name}: input interference on held-out val inputs (mean over modules and ordered task pairs; "

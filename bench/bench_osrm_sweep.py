@@ -5,8 +5,9 @@ A, A and B fine-tuned), **OSRM** (A from the smallest-eigenvalue directions of t
 A and B fine-tuned; ``<zoo>-osrm``) and **OSRM, A frozen** (the same initialization, B alone fine-tuned, so A
 stays in that subspace; ``<zoo>-osrm-frozen``, built by ``tara-studio osrm --zoo <zoo> --out DIR --freeze-a``).
 Each is merged with TA at every λ and evaluated on the full test splits; normalized accuracy divides by each
-set's own adapters alone on the same examples. The OSRM paper reports a merge that is robust to λ: the spread
-column (best − worst over the λ grid) measures that.
+set's own adapters alone on the same examples; the last columns give the adapters' own mean accuracy and the
+merge's plain mean accuracy at its best λ (adapters that are weaker alone look better normalized). The OSRM
+paper reports a merge that is robust to λ: the spread column (best − worst over the λ grid) measures that.
 
     TARA_ZOO_PATH=/path/with/frozen/zoos .venv/bin/python bench/bench_osrm_sweep.py --zoo demo-text
 """
@@ -37,6 +38,7 @@ def sweep(zoo, lambdas, limit: int | None) -> dict:
     for lam in lambdas:
         acc = evaluate(zoo, merge(zoo.adapters, "ta", **{"lambda": lam}), limit=limit)
         row[lam] = sum(100 * acc[t] / alone[t] for t in acc) / len(acc)
+        row[f"accuracy {lam}"] = sum(acc.values()) / len(acc)
     return row
 
 
@@ -58,12 +60,14 @@ def main() -> None:
         rows.append({"adapters": label, "zoo": name, **{str(k): v for k, v in row.items()}})
     table = Table(title=f"{args.zoo}: TA average normalized accuracy (%) over λ, full test splits "
                         f"({cpu_name()}, fp32)")
-    for col in ["adapters", *[f"λ={lam:g}" for lam in lambdas], "best", "spread", "mean individual acc"]:
+    for col in ["adapters", *[f"λ={lam:g}" for lam in lambdas], "best", "spread", "mean individual acc",
+                "merged acc at best λ"]:
         table.add_column(col, justify="left" if col == "adapters" else "right")
     for row in rows:
         values = [row[str(lam)] for lam in lambdas]
+        best = lambdas[values.index(max(values))]
         table.add_row(row["adapters"], *[f"{v:.1f}" for v in values], f"{max(values):.1f}",
-                      f"{max(values) - min(values):.1f}", f"{row['individual']:.1f}")
+                      f"{max(values) - min(values):.1f}", f"{row['individual']:.1f}", f"{row[f'accuracy {best}']:.1f}")
     Console().print(table)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
