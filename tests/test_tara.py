@@ -291,3 +291,5 @@ def test_default_steps_follow_the_reference_rule(zoo):
     res = optimize(data, zoo.adapters, "tara-b", config={"batch_size": 4, "epochs": 2})
     assert res.steps_run == expected == res.config["steps"] and len(res.history) == expected
     assert optimize(data, zoo.adapters, "tara-b", config={"batch_size": 4, "steps": 3}).steps_run == 3
+    with pytest.raises(MergeError, match="steps"):
+        optimize(data, zoo.adapters, "tara-b", config={"steps": "many"})
