@@ -4,11 +4,11 @@ it never saw, against the number of samples behind the covariance, the rank, and
 Per zoo, the val split of every task (unlabeled, 256 inputs) is cut in two: the first ``n`` inputs estimate the
 second moments OSRM's initialization is computed from, the last 128 measure it (held out). For task t's A and
 each other task j, input interference = ‖A H_jᵀ‖_F / (‖A‖_F ‖H_j‖_F) on task j's held-out inputs (0: A sees
-none of task j's input energy; a random A has ≈ sqrt(1 / d_in), since E tr(A S Aᵀ) = ‖A‖² tr S / d_in), averaged over modules and
-ordered pairs. Rows: OSRM's init from n = 8 … 128 inputs per task (rank r of the zoo, then r × 2 and r × 4 at
-n = 48), PEFT's random init, and the fine-tuned A of each adapter set found (standard, ``<zoo>-osrm``,
-``<zoo>-osrm-frozen``), per module type; the last column is the same measure on the adapter's own task's
-held-out inputs (how much of its own input energy an A can use).
+none of task j's input energy; a random A has ≈ sqrt(1 / d_in), since E tr(A S Aᵀ) = ‖A‖² tr S / d_in),
+averaged over modules and ordered pairs. Rows: OSRM's init from n = 8 … 128 inputs per task (rank r of the
+zoo, then r × 2 and r × 4 at n = 48), PEFT's random init, and the fine-tuned A of each adapter set found
+(standard, ``<zoo>-osrm``, ``<zoo>-osrm-frozen``), per module type; the last column is the same measure on
+the adapter's own task's held-out inputs (how much of its own input energy an A can use).
 
     TARA_ZOO_PATH=/path/with/frozen/zoos .venv/bin/python bench/bench_osrm_init.py --zoo demo-text
 """
@@ -84,7 +84,8 @@ def main() -> None:
     random_level = sum((1 / d) ** 0.5 for d in d_in.values()) / len(d_in)
     print_frame(table.rename_axis("A").reset_index(),
                 f"{zoo.name}: input interference on held-out val inputs (mean over modules and ordered task pairs; "
-                f"{HELD_OUT} held-out inputs per task; a random A: sqrt(1/d_in) = {random_level:.3f}; {cpu_name()}, fp32)")
+                f"{HELD_OUT} held-out inputs per task; a random A: sqrt(1/d_in) = {random_level:.3f}; "
+                f"{cpu_name()}, fp32)")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import pandas as pd
 
 from .results import cached_result, results_used, writing_to_zoo
 
-__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "nearby_rhos", "individual", "coverage_frame", "anisotropy_frame", "front",
-           "osrm_report", "precompute", "preference_source"]
+__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "nearby_rhos", "individual", "coverage_frame",
+           "anisotropy_frame", "front", "osrm_report", "precompute", "preference_source"]
 
 DEFAULTS = {
     "merge": {"method": "tara-b-pareto", "preview": 10, "limit": 100},
