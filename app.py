@@ -28,7 +28,7 @@ with st.sidebar:
                  help="Used by the Merge page; ρ matters for the preference models (*-pareto), TARA and AdaMerging")
     st.markdown("**Preference ρ** (one weight per task)")
     for name in selected:
-        st.slider(name, 0.0, 1.0, 1.0, 0.05, key=f"rho_{name}")
+        st.slider(name, 0.0, 1.0, 1.0, DEFAULTS["merge"]["slider_step"], key=f"rho_{name}")
     rho = current_rho([zoo.task_names.index(n) for n in selected]) if selected else []
     st.caption("normalized ρ = " + ", ".join(f"{r:.2f}" for r in rho))
     st.number_input("Seed", min_value=0, value=0, step=1, key="seed")

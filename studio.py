@@ -125,10 +125,10 @@ def slider_values(tasks: list[int]) -> dict[str, float]:
 
 
 def current_rho(tasks: list[int]) -> list[float]:
-    """The sidebar's ρ for the selected tasks, normalized to sum 1 (uniform when all sliders are 0)."""
-    raw = list(slider_values(tasks).values())
-    total = sum(raw)
-    return [r / total for r in raw] if total > 0 else [1.0 / len(tasks)] * len(tasks)
+    """The sidebar's ρ for the selected tasks (:func:`tara_core.firstview.normalized_rho` of the sliders)."""
+    from tara_core.firstview import normalized_rho
+
+    return normalized_rho(list(slider_values(tasks).values()))
 
 
 @st.cache_resource(show_spinner="Factoring the adapters (one thin SVD per module)...", max_entries=16)

@@ -9,6 +9,8 @@ Starts ``streamlit run app.py`` on the chosen zoo (default demo-text) and drives
   accuracy" shows a new value (the quick estimate) and until the larger evaluation is drawn and Streamlit is
   idle, and how much the value moved; then ``--new-rho`` single arrow-key steps down from 1, each a ρ the
   warm server has not evaluated yet;
+* **far**: ``--far`` mouse clicks on the first slider's track at 30 %, 70 %, 45 %, ... of its length: values
+  between the prefetched ones (steps and ends), the time until the quick estimate is shown;
 * **rapid**: ``--rapid`` times, a step of the second slider (a new ρ), then 0.5 s after its quick estimate is
   shown (while the larger evaluation runs) the first slider to 0 or back to 1: the time until that second
   release's quick estimate is shown (a move must not wait for the previous move's larger evaluation).
@@ -62,6 +64,8 @@ def main() -> None:
     ap.add_argument("--moves", type=int, default=3, help="drags of the first slider to 0 and back")
     ap.add_argument("--new-rho", type=int, default=3, help="then single steps of the first slider down from 1 "
                                                           "(0.95, 0.90, ...): each a ρ the server has not seen")
+    ap.add_argument("--far", type=int, default=3, help="then mouse clicks on the first slider's track at values "
+                                                       "nothing prefetched")
     ap.add_argument("--rapid", type=int, default=2, help="second releases during the previous move's larger "
                                                          "evaluation")
     ap.add_argument("--script", default="dashboard.py", help="what `streamlit run` serves: dashboard.py (the "
@@ -70,7 +74,7 @@ def main() -> None:
                                          "Coverage and Anisotropy first views next to it)")
     args = ap.parse_args()
     console = Console()
-    views, moves, rapid = [], [], []
+    views, moves, far, rapid = [], [], [], []
     cache = tempfile.mkdtemp(prefix="tara-bench-cache-")  # a new user's empty cache: only what the zoo ships
     started = time.perf_counter()
     with streamlit_server({"TARA_DEFAULT_ZOO": args.zoo, "TARA_CACHE": cache}, timeout=300, script=args.script) as url, \
@@ -112,6 +116,17 @@ def main() -> None:
                           "change quick": quick - old, "change final": metric_value(page, LABEL) - old,
                           "weighted": metric_value(page, WEIGHTED) - old_weighted,
                           "task": metric_value(page, f"{first_task} (ρ =")})
+        track = page.locator("[data-testid=stSidebar] [data-testid=stSlider]").first.locator("[data-baseweb=slider]")
+        for frac in (0.3, 0.7, 0.45, 0.85, 0.15, 0.6)[:args.far]:
+            old = metric_value(page, LABEL)
+            box = track.bounding_box()
+            t0 = time.perf_counter()
+            page.mouse.click(box["x"] + frac * box["width"], box["y"] + box["height"] / 2)
+            wait_metric_change(page, old)
+            shown = time.perf_counter() - t0
+            far.append({"to": thumb.get_attribute("aria-valuenow"), "shown": shown})
+            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
+            wait_idle(page, 300_000, settle_ms=0)
         second = page.locator("[data-testid=stSidebar]").get_by_role("slider").nth(1)
         second_task = second.get_attribute("aria-label")
         for k in range(args.rapid):
@@ -152,6 +167,13 @@ def main() -> None:
     t2.add_row("median", f"{statistics.median(m['shown'] for m in moves):.2f}",
                f"{statistics.median(m['idle'] for m in moves):.2f}", "", "", "", "")
     console.print(t2)
+    if far:
+        t4 = Table(title=f"{args.zoo}: mouse clicks on the first slider's track (values nothing prefetched)")
+        t4.add_column("click lands on")
+        t4.add_column("its quick estimate shown, s", justify="right")
+        for m in far:
+            t4.add_row(str(m["to"]), f"{m['shown']:.2f}")
+        console.print(t4)
     if rapid:
         t3 = Table(title=f"{args.zoo}: a release 0.5 s into the previous move's larger evaluation")
         t3.add_column("release (first slider, after a step of the second)")

@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from tara_core.cli.common import print_frame  # noqa: E402
 from tara_core.diagnostics import split_module_name  # noqa: E402
 from tara_core.osrm import collect_second_moments, input_interference, osrm_init, pooled_moment  # noqa: E402
-from tara_core.recipes.osrm import _initial_As, osrm_zoo_name  # noqa: E402
+from tara_core.recipes.osrm import osrm_zoo_name, peft_initial_A  # noqa: E402
 from tara_core.zoo import ZooError, open_zoo  # noqa: E402
 
 HELD_OUT = 128
@@ -69,7 +69,7 @@ def main() -> None:
         out[f"OSRM init, n = 48, r = {rank}"] = held_out_interference(osrm_As(48, rank), held)
     cfg = dict(zoo.manifest.build["config"])
     out[f"PEFT random init, r = {r}"] = held_out_interference(
-        [_initial_As(zoo, t, cfg, None, osrm=False) for t in range(len(zoo.task_names))], held)
+        [peft_initial_A(zoo, t, cfg) for t in range(len(zoo.task_names))], held)
     for label, name in (("standard", zoo.name), ("OSRM", osrm_zoo_name(zoo.name)),
                         ("OSRM, A frozen", osrm_zoo_name(zoo.name, freeze_A=True))):
         try:

@@ -14,7 +14,7 @@ from studio import (PALETTE, cached_eval, cached_individual, current_rho, get_pa
                     preference_model, selection, slider_values)
 from tara_core.diagnostics import split_module_name
 from tara_core.evaluate import evaluate
-from tara_core.firstview import DEFAULTS, evaluation, nearby_rhos
+from tara_core.firstview import DEFAULTS, evaluation, next_rhos
 from tara_core.methods import get_method
 from tara_core.optimize import merge_from_phi
 from tara_core.precision import bf16_is_native
@@ -46,12 +46,13 @@ limit = c2.number_input("then on (test examples per task)", 20, 2000, DEFAULTS["
 bf16 = c3.toggle("bf16 (fast)", value=bf16_is_native(zoo.device), key="merge_bf16",
                  help="bfloat16 matmuls, on by default only where the CPU/GPU has them natively; off: fp32, the "
                       "precision of the CLI's tables.")
-prefetch = c4.toggle("prefetch nearby ρ", value=True, key="merge_prefetch",
-                     help="Preference models: once the numbers are drawn, compute the quick estimate of every ρ one "
-                          "slider step away (the moved slider's first), so the next small move shows at once. Any "
-                          "move stops it; off: nothing runs between moves.")
+prefetch = c4.toggle("prefetch likely next ρ", value=True, key="merge_prefetch",
+                     help="Preference models: once the numbers are drawn, compute the quick estimate of the ρ a move "
+                          "most likely lands on (the moved slider one step away or at 0 or 1, every slider at 0 or 1, "
+                          "every slider one step away), so such a move shows at once. Any move stops it; off: "
+                          "nothing runs between moves.")
 rho = current_rho(tasks)
-rho_key = tuple(round(r, 6) for r in rho)
+rho_key = tuple(rho)  # normalized_rho: rounded as result keys are
 uniform_key = tuple(round(1.0 / len(tasks), 6) for _ in tasks)
 raw_rho = slider_values(tasks)
 previous = st.session_state.get("merge_raw_rho", raw_rho)
@@ -188,14 +189,15 @@ def draw(acc: dict, n: int, final: bool, box, at_uniform: dict | None = None) ->
         st.plotly_chart(fig, width="stretch", key=f"acc_bars_{'final' if final else 'quick'}")
 
 
-def prefetch_nearby(n: int) -> None:
-    """The quick estimate (n examples per task) of every nearby ρ into the disk cache, in this script run after
-    the page is drawn: a newer move stops it at its next progress write (one task's forward)."""
+def prefetch_next(n: int) -> None:
+    """The quick estimate (n examples per task) of every likely next ρ (:func:`next_rhos`) into the disk cache,
+    in this script run after the page is drawn: a newer move stops it at its next progress write (one task's
+    forward)."""
     note = st.empty()
-    todo = nearby_rhos([raw_rho[t] for t in names], first=names.index(focus))
-    for k, rho_near in enumerate(todo):
-        evaluation(zoo, method, {}, tasks, rho=rho_near, limit=n, bf16=bf16,
-                   progress=lambda d, t: note.caption(f"prefetching nearby ρ: {k} of {len(todo)} ready…"))
+    todo = next_rhos([raw_rho[t] for t in names], first=names.index(focus))
+    for k, rho_next in enumerate(todo):
+        evaluation(zoo, method, {}, tasks, rho=rho_next, limit=n, bf16=bf16,
+                   progress=lambda d, t: note.caption(f"prefetching likely next ρ: {k} of {len(todo)} ready…"))
     note.empty()
 
 
@@ -274,7 +276,7 @@ if spec.data_driven:
     phi_panel(phi, param)
     download(merged)
     if spec.preference_of and prefetch and source == "model":
-        prefetch_nearby(quick)
+        prefetch_next(quick)
 else:
     st.caption(f"{method} is data-free: ρ does not change it.")
     acc = cached_eval(zoo.name, method, (), tuple(tasks), int(limit), bf16)["accuracy"]

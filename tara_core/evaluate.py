@@ -85,7 +85,7 @@ def individual_accuracies(zoo, tasks: list[int] | None = None, limit: int | None
             if recorded[name] is not None:
                 out[name] = recorded[name]
                 continue
-        key = (i, limit, bf16)  # noqa: the adapters of an opened zoo never change
+        key = (i, limit, bf16)  # the adapters of an opened zoo never change
         if key not in memo:
             memo[key] = evaluate(zoo, merge(zoo.adapters.subset([i]), "cat"), tasks=[i], limit=limit, bf16=bf16)[name]
         out[name] = memo[key]

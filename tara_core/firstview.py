@@ -14,11 +14,11 @@ import pandas as pd
 
 from .results import cached_result, results_used, writing_to_zoo
 
-__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "nearby_rhos", "individual", "coverage_frame",
+__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "normalized_rho", "next_rhos", "individual", "coverage_frame",
            "anisotropy_frame", "front", "osrm_report", "precompute", "preference_source"]
 
 DEFAULTS = {
-    "merge": {"method": "tara-b-pareto", "preview": 10, "limit": 100},
+    "merge": {"method": "tara-b-pareto", "preview": 10, "limit": 100, "slider_step": 0.05},
     "pareto": {"methods": ("ta", "tara-b", "tara-b-pareto"), "points": 5, "steps": 40, "limit": 100},
     "compare": {"methods": ("ta", "ties", "knots-ties", "tsv", "iso-c", "tara-b-pareto"), "steps": 50},
     "coverage": {"normalize": False, "batch_size": 16},
@@ -31,27 +31,34 @@ def _tasks(zoo, tasks) -> list[int]:
     return list(range(len(zoo.task_names))) if tasks is None else [int(t) for t in tasks]
 
 
-def nearby_rhos(raw: Sequence[float], first: int = 0, step: float = 0.05) -> list[list[float]]:
-    """Every normalized ρ one slider step away from the raw slider values ``raw`` (each in [0, 1]), rounded as
-    result keys are; slider ``first`` (the last moved) first. What the Merge page prefetches, and what
-    :func:`precompute` ships around the all-ones first view."""
-    order = [first] + [k for k in range(len(raw)) if k != first]
-    here = _normalized(raw)
-    out = []
-    for k in order:
-        for value in (raw[k] - step, raw[k] + step):
-            value = round(value, 2)
-            if 0.0 <= value <= 1.0:
-                moved = _normalized([value if i == k else v for i, v in enumerate(raw)])
-                if moved != here and moved not in out:
-                    out.append(moved)
-    return out
-
-
-def _normalized(raw: Sequence[float]) -> list[float]:
-    """Raw slider values normalized to sum 1 (uniform when all are 0), rounded to 6 digits as result keys are."""
+def normalized_rho(raw: Sequence[float]) -> list[float]:
+    """Raw slider values (each in [0, 1]) as a preference ρ: normalized to sum 1, uniform when all are 0, rounded
+    to 6 digits (the precision results are keyed on, so the same sliders always give the same key)."""
     total = sum(raw)
     return [round(v / total if total > 0 else 1.0 / len(raw), 6) for v in raw]
+
+
+def next_rhos(raw: Sequence[float], first: int = 0, step: float | None = None) -> list[list[float]]:
+    """The ρ a user most likely moves to next from the raw slider values ``raw``, in the order the Merge page
+    prefetches them: slider ``first`` (the last moved) one step down and up and at its ends (0: the task
+    dropped, 1: restored), then every other slider at its ends, then every other slider one step down and up.
+    Each normalized with :func:`normalized_rho`, the current ρ and duplicates left out. ``step`` defaults to the
+    sliders' step (``DEFAULTS["merge"]["slider_step"]``). :func:`precompute` ships these around the all-ones
+    first view."""
+    step = DEFAULTS["merge"]["slider_step"] if step is None else step
+    others = [k for k in range(len(raw)) if k != first]
+    candidates = ([(first, raw[first] - step), (first, raw[first] + step), (first, 0.0), (first, 1.0)]
+                  + [(k, end) for k in others for end in (0.0, 1.0)]
+                  + [(k, raw[k] + d) for k in others for d in (-step, step)])
+    here = normalized_rho(raw)
+    out = []
+    for k, value in candidates:
+        value = round(value, 2)
+        if 0.0 <= value <= 1.0:
+            moved = normalized_rho([value if i == k else v for i, v in enumerate(raw)])
+            if moved != here and moved not in out:
+                out.append(moved)
+    return out
 
 
 def preference_source(zoo, method: str, params: dict | None, tasks: Sequence[int]) -> str | None:
@@ -172,8 +179,8 @@ def precompute(zoo, log: Callable[[str], None] = print, osrm_pair: bool = False,
             individual(zoo, limit=limit)
             evaluation(zoo, "ta", limit=limit)
             evaluation(zoo, m["method"], rho=uniform, limit=limit)
-        log(f"first views: the quick estimate of every ρ one slider step from the first view ({m['method']})")
-        for rho in nearby_rhos([1.0] * n):
+        log(f"first views: the quick estimate of the likely next ρ from the first view ({m['method']})")
+        for rho in next_rhos([1.0] * n):
             evaluation(zoo, m["method"], rho=rho, limit=m["preview"])
         c = DEFAULTS["compare"]
         for method in c["methods"]:

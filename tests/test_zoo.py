@@ -167,6 +167,17 @@ def test_split_indices_are_disjoint_and_deduplicated():
     assert split_indices(texts, 3, (10, 10, 100)) == (train, val, test)
 
 
+def test_vision_dev_and_pool_rows_come_from_train_only():
+    from tara_core.recipes.demo_vision import split_images, train_side_rows
+
+    train, val, test = split_images(1797, 3, (500, 256, 1041))  # the 8×8 digits: nothing is left over
+    dev, pool = train_side_rows(train, 200, 744)
+    assert len(dev) == 200 and len(pool) == 744 and not set(dev) & set(pool)
+    assert set(dev) | set(pool) <= set(train) and not (set(dev) | set(pool)) & (set(val) | set(test))
+    with pytest.raises(ValueError, match="train images"):
+        train_side_rows(train, 300, 744)
+
+
 def test_held_out_indices_are_the_unique_texts_no_split_uses():
     texts = [f"text {i % 50}" for i in range(200)]
     sizes = (10, 5, 20)
@@ -373,13 +384,19 @@ def test_an_evaluation_stopped_from_its_progress_stores_nothing(tiny_zoo, tmp_pa
     assert firstview.evaluation(zoo, "ta", limit=7, progress=lambda d, t: calls.append(d)) == full and not calls
 
 
-def test_nearby_rhos_are_one_slider_step_away():
-    from tara_core.firstview import nearby_rhos
+def test_next_rhos_are_steps_and_ends_of_the_sliders():
+    from tara_core.firstview import next_rhos, normalized_rho
 
-    assert nearby_rhos([1.0, 1.0, 1.0]) == [[0.322034, 0.338983, 0.338983], [0.338983, 0.322034, 0.338983],
-                                            [0.338983, 0.338983, 0.322034]]  # 1.05 is past the slider's end
-    near = nearby_rhos([0.5, 0.0, 1.0], first=2)
-    assert near[0] == [0.344828, 0.0, 0.655172] and len(near) == 4  # the last-moved slider first; none below 0
-    assert all(abs(sum(r) - 1) < 1e-5 for r in near)
-    assert nearby_rhos([0.0, 0.0]) == [[1.0, 0.0], [0.0, 1.0]]  # all at 0 is uniform; one step up is a vertex
-    assert nearby_rhos([0.05, 0.0]) == [[0.5, 0.5]]  # 0.1 normalizes to where it is; duplicates once
+    assert normalized_rho([0.0, 0.0, 0.0]) == [0.333333] * 3 and normalized_rho([2.0, 1.0, 1.0]) == [0.5, 0.25, 0.25]
+    third, step = 0.338983, 0.322034  # a slider at 0.95, the others at 1
+    assert next_rhos([1.0, 1.0, 1.0]) == [
+        [step, third, third], [0.0, 0.5, 0.5],  # the first slider a step down (1.05 is past the end), dropped
+        [0.5, 0.0, 0.5], [0.5, 0.5, 0.0],  # every other slider dropped (at 1 it is where it is)
+        [third, step, third], [third, third, step]]  # every other slider a step down
+    near = next_rhos([0.5, 0.0, 1.0], first=2)
+    assert near[:2] == [[0.344828, 0.0, 0.655172], [1.0, 0.0, 0.0]]  # the last-moved slider first: step, then 0
+    assert near[2:5] == [[0.0, 0.0, 1.0], [0.5, 0.0, 0.5], [0.2, 0.4, 0.4]]  # the others' ends
+    assert len(near) == 8 and [0.5, 0.0, 1.0] not in near and all(abs(sum(r) - 1) < 1e-5 for r in near)
+    assert next_rhos([0.0, 0.0]) == [[1.0, 0.0], [0.0, 1.0]]  # all at 0 is uniform; one step up is a vertex
+    # 0.1 or 1 for the first slider normalize to where it is, its 0 to uniform; the second's step up duplicates it
+    assert next_rhos([0.05, 0.0], step=0.05) == [[0.5, 0.5], [0.047619, 0.952381]]

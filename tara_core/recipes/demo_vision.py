@@ -128,6 +128,29 @@ def task_split(t_idx: int, cfg: dict):
                                                  (cfg["test_size"], cfg["val_size"], cfg["train_size"]), images)
 
 
+def train_side_rows(train: np.ndarray, dev: int, pool: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a labeled dev split (the last ``dev`` of the train split's seeded order) and of an extra
+    unlabeled pool (the first ``pool``), disjoint from each other and, being train rows, from val and test."""
+    if dev + pool > len(train):
+        raise ValueError(f"{dev} dev + {pool} pool images > the {len(train)} train images")
+    return train[len(train) - dev:], train[:pool]
+
+
+def train_side(t_idx: int, dev: int, pool: int, cfg: dict | None = None) -> tuple[list, list[int], list]:
+    """Labeled dev images and extra unlabeled pool images of task ``t_idx`` (:func:`train_side_rows`), flattened
+    as the zoo stores images. The sources of 8×8 digits, MNIST-5k, letters and glyph styles leave ≤ 244 images
+    outside the zoo's splits, so both come from the train split. The adapters were trained on these images: a
+    dev accuracy is in-sample for them, good for ranking settings, not an estimate of test accuracy."""
+    cfg = {**DEFAULTS, **(cfg or {})}
+    images, labels, _, (train, _, _) = task_split(t_idx, cfg)
+    try:
+        dev_rows, pool_rows = train_side_rows(train, dev, pool)
+    except ValueError as exc:
+        raise ValueError(f"task {TASKS[t_idx]['name']}: {exc}") from None
+    flat = lambda rows: images[rows].reshape(len(rows), -1).tolist()  # noqa: E731
+    return flat(dev_rows), labels[dev_rows].tolist(), flat(pool_rows)
+
+
 def fit_probe_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int, logit_scale: float,
                    steps: int = 300, seed: int = 0) -> torch.Tensor:
     """Class embeddings W (C × d) of a cosine classifier on frozen features: the normalized class means

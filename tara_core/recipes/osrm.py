@@ -20,7 +20,8 @@ from pathlib import Path
 from ..export import atomic_dir
 from ..osrm import collect_second_moments, osrm_init, pooled_moment
 
-__all__ = ["build_osrm_zoo", "build_shared_init_zoo", "osrm_zoo_name", "retrain_zoo"]
+__all__ = ["build_osrm_zoo", "build_shared_init_zoo", "osrm_zoo_name", "retrain_zoo", "peft_initial_A",
+           "osrm_initial_A"]
 
 
 def _task_lora_config(zoo, t: int, cfg: dict) -> dict:
@@ -78,7 +79,7 @@ def build_shared_init_zoo(zoo_name: str, out_root: Path, overwrite: bool = False
     cfg = dict(zoo.manifest.build["config"])
     ranks = [_task_lora_config(zoo, t, cfg)["r"] for t in range(len(zoo.task_names))]
     source = max(range(len(ranks)), key=ranks.__getitem__)
-    shared = {m: A.float() for m, A in _initial_As(zoo, source, cfg, None, osrm=False).items()}
+    shared = {m: A.float() for m, A in peft_initial_A(zoo, source, cfg).items()}
     return retrain_zoo(zoo, f"{zoo.name}-shared-init", out_root, lambda t: {m: A[:ranks[t]] for m, A in shared.items()},
                        False, "Adapters re-trained from one shared A initialization (same tasks, ranks, data order)",
                        {"shared_init": {"from": zoo.name, "seed": cfg["seed"] + 100 + source}},
@@ -130,12 +131,8 @@ def retrain_zoo(zoo, name: str, out_root: Path, initial_A, freeze_A: bool, note:
     return target
 
 
-def _initial_As(zoo, t: int, cfg: dict, moments, osrm: bool) -> dict:
-    """Task t's A before fine-tuning: OSRM's, or PEFT's random init regenerated from the recipe's seed."""
-    if osrm:
-        others = [k for k in range(len(moments)) if k != t]
-        r = _task_lora_config(zoo, t, cfg)["r"]
-        return {m: osrm_init(pooled_moment([moments[k][m] for k in others]), r) for m in zoo.adapters.module_names}
+def peft_initial_A(zoo, t: int, cfg: dict) -> dict:
+    """Task t's A before fine-tuning as PEFT initializes it, regenerated from the recipe's seed (per module)."""
     import copy
 
     import torch
@@ -148,6 +145,14 @@ def _initial_As(zoo, t: int, cfg: dict, moments, osrm: bool) -> dict:
                                       target_modules=task_cfg["target_modules"], lora_dropout=0.0))
     return {m: model.base_model.model.get_submodule(m).lora_A["default"].weight.detach().double()
             for m in zoo.adapters.module_names}
+
+
+def osrm_initial_A(zoo, t: int, cfg: dict, moments) -> dict:
+    """Task t's A before fine-tuning as OSRM initializes it: the smallest-eigenvalue eigenvectors of the other
+    tasks' pooled input second moments ``moments`` (one per task and module), per module."""
+    others = [k for k in range(len(moments)) if k != t]
+    r = _task_lora_config(zoo, t, cfg)["r"]
+    return {m: osrm_init(pooled_moment([moments[k][m] for k in others]), r) for m in zoo.adapters.module_names}
 
 
 def interference_report(standard, osrm, samples: int = 48, label: str = "osrm"):
@@ -174,7 +179,7 @@ def interference_report(standard, osrm, samples: int = 48, label: str = "osrm"):
         cfg = zoo.manifest.build["config"]
         rows = []
         for t in range(len(zoo.task_names)):
-            init = _initial_As(zoo, t, cfg, moments, osrm=variant != "standard")
+            init = peft_initial_A(zoo, t, cfg) if variant == "standard" else osrm_initial_A(zoo, t, cfg, moments)
             for j in range(len(zoo.task_names)):
                 if j == t:
                     continue
