@@ -3,9 +3,11 @@
 * **φ(ρ)**: median wall time of ``model.phi(ρ)`` over random ρ (Dirichlet(1)), and of φ(ρ) plus the merged
   factors of every module (what the Merge page builds before evaluating), against one warm AdamW step of
   per-ρ TARA-B (what the old slider paid per step, several steps per move);
-* **fit**: the preference model's fit (default settings) against one paper TARA-B run (250 AdamW steps,
-  batch 16, entropy STCH), both timed in this process on the same zoo. ``--steps N`` times N steps of each
-  and scales to their full step counts (marked "extrapolated"); ``--full`` times both runs completely.
+* **fit**: the preference model's fit (default settings; ``--fit-steps`` other step counts) against one paper
+  TARA-B run (the reference code's step rule, :func:`tara_core.optimize.reference_steps`: 80 AdamW steps on the
+  demo zoos; batch 16, entropy STCH), both timed in this process on the same zoo. ``--steps N`` times N steps of
+  each and scales to their full step counts (marked "extrapolated"; the one-time part of the fit, the experts'
+  predictions and the TA gap scale, is timed apart and not scaled); ``--full`` times every run completely.
 
     .venv/bin/python bench/bench_preference.py --zoo demo-text --full
 """
@@ -25,7 +27,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from tara_core.methods.learned import PreferenceConfig  # noqa: E402
-from tara_core.optimize import MergeData, optimize  # noqa: E402
+from tara_core.optimize import MergeData, optimize, reference_steps  # noqa: E402
 from tara_core.precision import bf16_is_native  # noqa: E402
 from tara_core.preference import (PreferenceModel, fit_preference_model, preference_model_for,  # noqa: E402
                                   shipped_path)
@@ -49,6 +51,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=200, help="random ρ for the φ(ρ) timing")
     ap.add_argument("--steps", type=int, default=20, help="steps timed per run (scaled to the full runs)")
     ap.add_argument("--full", action="store_true", help="time the complete fit and paper run")
+    ap.add_argument("--fit-steps", default="", help="comma-separated fit step counts to time (default: the "
+                                                    "default settings' count)")
     args = ap.parse_args()
     console = Console()
     zoo = open_zoo(args.zoo)
@@ -84,30 +88,37 @@ def main() -> None:
     console.print(table)
 
     cfg = PreferenceConfig()
-    fit_steps = cfg.steps if args.full else min(args.steps, cfg.steps)
-    paper_steps = 250 if args.full else min(args.steps, 250)
+    data = MergeData.from_zoo(zoo)
+    paper_total_steps = reference_steps([len(v) for v in data.val], 16, 5)
+    paper_steps = paper_total_steps if args.full else min(args.steps, paper_total_steps)
     settings = cfg.model_dump(exclude={"model", "refit"})
-    setup_s = 0.0  # the one-time part (the experts' predictions and the TA gap scale), timed to extrapolate
+    setup_s = paper_setup_s = 0.0  # the one-time parts (anchors; experts' predictions and TA gap scale)
     if not args.full:
+        t0 = time.perf_counter()
+        optimize(MergeData.from_zoo(zoo), zoo.adapters, "tara-b", config={"steps": 0})
+        paper_setup_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         fit_preference_model(MergeData.from_zoo(zoo), zoo.adapters, "tara-b", {**settings, "steps": 0})
         setup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fit_preference_model(MergeData.from_zoo(zoo), zoo.adapters, "tara-b", {**settings, "steps": fit_steps})
-    fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
     optimize(MergeData.from_zoo(zoo), zoo.adapters, "tara-b", config={"steps": paper_steps})
     paper_s = time.perf_counter() - t0
-    scale_fit, scale_paper = cfg.steps / fit_steps, 250 / paper_steps
-    label = "measured" if args.full else f"extrapolated from {fit_steps} / {paper_steps} steps"
+    paper_total = paper_setup_s + (paper_s - paper_setup_s) * paper_total_steps / paper_steps
+    label = "measured" if args.full else f"extrapolated from {args.steps} steps of each"
     t2 = Table(title=f"{args.zoo}: fit time ({where}; {label})")
     for col in ("run", "steps", "seconds", "× paper TARA-B run"):
         t2.add_column(col, justify="left" if col == "run" else "right")
-    paper_total = paper_s * scale_paper
-    t2.add_row("paper TARA-B (entropy STCH, AdamW 1e-3, batch 16)", "250", f"{paper_total:.0f}", "1.00")
-    fit_total = setup_s + (fit_s - setup_s) * scale_fit  # only the steps scale (--full: scale 1, fit_s itself)
-    t2.add_row("tara-b-pareto fit (default settings, incl. experts' predictions and TA gap scale)",
-               str(cfg.steps), f"{fit_total:.0f}", f"{fit_total / paper_total:.2f}")
+    t2.add_row("paper TARA-B (entropy STCH, AdamW 1e-3, batch 16; the reference step rule)", str(paper_total_steps),
+               f"{paper_total:.0f}", "1.00")
+    for total in [int(x) for x in args.fit_steps.split(",") if x] or [cfg.steps]:
+        steps = total if args.full else min(args.steps, total)
+        t0 = time.perf_counter()
+        fit_preference_model(MergeData.from_zoo(zoo), zoo.adapters, "tara-b", {**settings, "steps": steps})
+        fit_s = time.perf_counter() - t0
+        fit_total = setup_s + (fit_s - setup_s) * total / steps  # only the steps scale (--full: fit_s itself)
+        t2.add_row(f"tara-b-pareto fit ({'default settings' if total == cfg.steps else f'steps={total}'}, incl. "
+                   "experts' predictions and TA gap scale)", str(total), f"{fit_total:.0f}",
+                   f"{fit_total / paper_total:.2f}")
     console.print(t2)
 
 

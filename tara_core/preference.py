@@ -194,6 +194,8 @@ def fit_preference_model(data: MergeData, adapters: AdapterSet, variant: str, co
         t.requires_grad_(True)
     opt = torch.optim.AdamW([{"params": main, "lr": cfg.lr}, {"params": low, "lr": cfg.lr * cfg.low_rank_lr}],
                             weight_decay=cfg.weight_decay)
+    decay = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.steps, 1))
+             if cfg.schedule == "cosine" else None)
     sampler = Sampler([len(v) for v in data.val], cfg.batch_size, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     modes, history, steps_run = None, [], 0
@@ -211,6 +213,8 @@ def fit_preference_model(data: MergeData, adapters: AdapterSet, variant: str, co
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if decay is not None:
+            decay.step()
         steps_run = step + 1
         record = {"step": step, "loss": float(loss.detach()), "rho": [round(float(r), 4) for r in rho],
                   **{nm: float(v) for nm, v in zip(data.names, f.detach())}}

@@ -206,3 +206,21 @@ def test_merges_at_new_rho_reuse_the_zoos_parameterization(zoo, fitted, monkeypa
     assert len(calls) <= 1  # 0 when an earlier test's merge already built it
     third, _ = run_method(zoo, "tara-b-pareto", FIT, rho=[0.1, 0.3, 0.6])
     assert all(torch.equal(first.coefficients[k], third.coefficients[k]) for k in first.coefficients)
+
+
+def test_cosine_schedule_is_recorded_and_a_constant_one_keeps_older_keys(zoo, fitted):
+    """``schedule=cosine`` decays the learning rate to 0 over the fit (another model than a constant rate, and
+    recorded in its settings); the constant default is left out of the recorded settings and of the cache key,
+    so files fitted before the option existed still match."""
+    from tara_core.methods.learned import parse_preference_config
+    from tara_core.preference import cache_path
+
+    data = MergeData.from_zoo(zoo)
+    constant = fit_preference_model(data, zoo.adapters, "tara-a", {**FIT, "steps": 4})
+    cosine = fit_preference_model(data, zoo.adapters, "tara-a", {**FIT, "steps": 4, "schedule": "cosine"})
+    assert cosine.meta["settings"]["schedule"] == "cosine" and "schedule" not in constant.meta["settings"]
+    rho = [0.3, 0.3, 0.4]
+    assert any(not torch.allclose(constant.phi(rho)[k], cosine.phi(rho)[k]) for k in constant.base)
+    _, path, _ = fitted  # fitted with FIT, before anything named a schedule
+    assert path.with_suffix("") == cache_path(zoo, "tara-b", zoo.task_names,
+                                              parse_preference_config({**FIT, "schedule": "constant"}))

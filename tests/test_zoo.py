@@ -269,7 +269,7 @@ def test_precompute_ships_the_preference_model_and_first_views(tiny_zoo, tmp_pat
 
     folder = tmp_path / "tiny-text"
     shutil.copytree(tiny_zoo, folder)
-    monkeypatch.setattr(firstview, "DEFAULTS", {**firstview.DEFAULTS, "merge": {"method": "tara-b-pareto",
+    monkeypatch.setattr(firstview, "DEFAULTS", {**firstview.DEFAULTS, "merge": {**firstview.DEFAULTS["merge"],
                                                                               "preview": 5, "limit": 10},
                                                 "pareto": {**firstview.DEFAULTS["pareto"], "steps": 5}})
     from tara_core.methods.learned import PreferenceConfig

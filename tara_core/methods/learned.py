@@ -58,6 +58,8 @@ class PreferenceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(400, ge=0, le=100_000, description="fit steps, one sampled ρ and one batch per task each")
     lr: float = Field(1e-2, gt=0, le=1.0, description="Adam learning rate of the shared profile and per-task scales")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate over the fit: constant, "
+                                                                          "or cosine decay from lr to 0")
     weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay of the profiles")
     batch_size: int = Field(16, ge=1, le=4096, description="unlabeled examples per task per step")
     phi_init: float = Field(0.4, ge=-10, le=10, description="φ at uniform ρ before fitting (TA, λ = 0.4)")
@@ -87,8 +89,12 @@ class PreferenceConfig(BaseModel):
                                            "settings is shipped or cached")
 
     def fit_fields(self) -> dict:
-        """The settings a fitted model depends on (what its cache key and file record)."""
-        return self.model_dump(exclude={"refine_steps", "refine_lr", "model", "refit"})
+        """The settings a fitted model depends on (what its cache key and file record). A constant schedule is
+        left out, so models fitted before the option existed keep their keys and stay valid."""
+        fields = self.model_dump(exclude={"refine_steps", "refine_lr", "model", "refit"})
+        if fields["schedule"] == "constant":
+            del fields["schedule"]
+        return fields
 
 
 def _parse(cls, params: dict):
