@@ -96,6 +96,10 @@ def main() -> None:
                     help="extra runs of each learned method at these AdamW weight decays (default 0.01)")
     ap.add_argument("--logit-scales", type=lambda t: [float(x) for x in t.split(",")], default=[],
                     help="extra runs of each learned method with the heads' logit scale set to these (zoo: 20)")
+    ap.add_argument("--phi-inits", type=lambda t: [float(x) for x in t.split(",")], default=[],
+                    help="extra runs of each learned method started at these φ (default 0.4, TA's λ = 0.4)")
+    ap.add_argument("--lambdas", type=lambda t: [float(x) for x in t.split(",")], default=list(LAMBDAS),
+                    help="TA's and TIES' λ grid")
     ap.add_argument("--skip-data-free", action="store_true", help="do not sweep TA's and TIES' λ")
     ap.add_argument("--test-limit", type=int, help="test examples per task (default: all; a smaller number is a "
                                                   "smoke run)")
@@ -142,7 +146,7 @@ def main() -> None:
         return row
 
     for method in () if args.skip_data_free else ("ta", "ties"):
-        for lam in LAMBDAS:
+        for lam in args.lambdas:
             record(method, "lambda", lam, merge(zoo.adapters, method, **{"lambda": lam}))
     uniform = [1.0 / n] * n
     val_size = len(zoo.data[0].val)
@@ -171,10 +175,12 @@ def main() -> None:
             learned_run(method, "steps" if pool == val_size else f"steps, pool {pool}", data, {})
         for wd in args.weight_decays:
             learned_run(method, f"steps, weight decay {wd:g}", MergeData.from_zoo(zoo), {"weight_decay": wd})
+        for init in args.phi_inits:
+            learned_run(method, f"steps, φ init {init:g}", MergeData.from_zoo(zoo), {"phi_init": init})
         for scale in args.logit_scales:
             learned_run(method, f"steps, logit scale {scale:g}", scaled_heads(zoo, scale), {})
     where = f"{cpu_name()}, fp32"
-    table = Table(title=f"{zoo.name}: every setting (dev = {args.dev} held-out labeled texts per task; {where})")
+    table = Table(title=f"{zoo.name}: every setting (dev = {args.dev} labeled inputs per task; {where})")
     for col in ("method", "factor", "value", "dev avg normalized", "test avg normalized"):
         table.add_column(col, justify="right")
     for r in rows:

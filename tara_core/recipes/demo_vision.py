@@ -147,7 +147,7 @@ def train_side(t_idx: int, dev: int, pool: int, cfg: dict | None = None) -> tupl
         dev_rows, pool_rows = train_side_rows(train, dev, pool)
     except ValueError as exc:
         raise ValueError(f"task {TASKS[t_idx]['name']}: {exc}") from None
-    flat = lambda rows: images[rows].reshape(len(rows), -1).tolist()  # noqa: E731
+    flat = lambda rows: images[rows].reshape(len(rows), int(np.prod(images.shape[1:]))).tolist()  # noqa: E731
     return flat(dev_rows), labels[dev_rows].tolist(), flat(pool_rows)
 
 
