@@ -2,8 +2,8 @@
 
 Starts ``streamlit run app.py`` on the chosen zoo (default demo-text) and drives Debian's Chromium (Playwright):
 
-* **first view**: for each page, the time from clicking it in the sidebar to its content being drawn and
-  Streamlit idle (the first page, Adapters, also includes opening the zoo);
+* **first view**: for each page, the time from clicking it in the sidebar to its content being drawn (its
+  marker text visible) and to Streamlit idle (the first page, Adapters, also includes opening the zoo);
 * **slider**: on the Merge page (default method: the preference model), the first ρ slider is dragged to 0
   (End/Home keys: one release) and back to 1, ``--moves`` times; per release, the time until "average normalized
   accuracy" shows a new value (the quick estimate) and until the larger evaluation is drawn and Streamlit is
@@ -89,8 +89,9 @@ def main() -> None:
             t0 = time.perf_counter()
             goto_page(page, title)
             page.get_by_text(marker).first.wait_for(timeout=600_000)
+            drawn = time.perf_counter() - t0
             wait_idle(page, 600_000)
-            views.append((title, time.perf_counter() - t0))
+            views.append((title, time.perf_counter() - t0, drawn))
             assert not page.locator("[data-testid=stException]").count(), title
             if args.screenshot and title in ("Pareto", "Coverage", "Anisotropy"):  # untimed, after the view
                 page.screenshot(path=str(Path(args.screenshot).with_name(f"{title.lower()}.png")), full_page=True)
@@ -153,9 +154,10 @@ def main() -> None:
     where = f"{cpu_name()}, fp32 unless bf16 is native (native: {bf16_is_native('cpu')})"
     t1 = Table(title=f"{args.zoo}: first view of each page (real server, Chromium; {where})")
     t1.add_column("page")
-    t1.add_column("seconds", justify="right")
-    for title, s in views:
-        t1.add_row(title, f"{s:.2f}")
+    t1.add_column("seconds to idle", justify="right")
+    t1.add_column("seconds to its content", justify="right")
+    for title, s, *drawn in views:
+        t1.add_row(title, f"{s:.2f}", f"{drawn[0]:.2f}" if drawn else "")
     console.print(t1)
     t2 = Table(title=f"{args.zoo}: first ρ slider dragged to 0 and back, then stepped down (one key release each)")
     for col in ("release", "new number shown s", "final drawn s", "Δ avg (quick estimate)", "Δ avg (final)",
