@@ -14,7 +14,7 @@ from studio import (PALETTE, cached_eval, cached_individual, current_rho, get_pa
                     preference_model, selection, slider_values)
 from tara_core.diagnostics import split_module_name
 from tara_core.evaluate import evaluate
-from tara_core.firstview import DEFAULTS, evaluation, next_rhos
+from tara_core.firstview import DEFAULTS, evaluation, next_rhos, normalized_rho
 from tara_core.methods import get_method
 from tara_core.optimize import merge_from_phi
 from tara_core.precision import bf16_is_native
@@ -53,7 +53,7 @@ prefetch = c4.toggle("prefetch likely next ρ", value=True, key="merge_prefetch"
                           "nothing runs between moves.")
 rho = current_rho(tasks)
 rho_key = tuple(rho)  # normalized_rho: rounded as result keys are
-uniform_key = tuple(round(1.0 / len(tasks), 6) for _ in tasks)
+uniform_key = tuple(normalized_rho([1.0] * len(tasks)))
 raw_rho = slider_values(tasks)
 previous = st.session_state.get("merge_raw_rho", raw_rho)
 moved = [t for t, v in raw_rho.items() if v != previous.get(t, v)]

@@ -119,9 +119,9 @@ def test_merge_page_preference_model_follows_the_sliders(zoo_env):
     assert not at.get("download_button")
 
 
-def test_merge_page_prefetches_the_nearby_rhos(zoo_env, monkeypatch):
-    """After drawing, the Merge page computes the quick estimate of every ρ one slider step away into the disk
-    cache: those are then read without merging, a farther ρ is not there."""
+def test_merge_page_prefetches_the_likely_next_rhos(zoo_env, monkeypatch):
+    """After drawing, the Merge page computes the quick estimate of every ρ one slider step away and of every
+    slider at its ends into the disk cache: those are then read without merging, another ρ is not there."""
     from tara_core import firstview
     from tara_core.zoo import open_zoo
     import tara_core.run as run
@@ -136,7 +136,7 @@ def test_merge_page_prefetches_the_nearby_rhos(zoo_env, monkeypatch):
         rho = [round(v / sum(raw), 6) for v in raw]
         return firstview.evaluation(zoo, "tara-b-pareto", {}, [0, 1, 2], rho=rho, limit=10)
 
-    for raw in ((0.95, 1.0, 1.0), (1.0, 1.0, 0.95)):
+    for raw in ((0.95, 1.0, 1.0), (1.0, 1.0, 0.95), (0.0, 1.0, 1.0), (1.0, 0.0, 1.0)):  # steps; tasks dropped
         assert quick(raw)["accuracy"]
     with pytest.raises(AssertionError, match="computed"):
         quick((0.3, 0.7, 1.0))  # no test moves the sliders here
