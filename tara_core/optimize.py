@@ -26,7 +26,7 @@ from .precision import autocast
 from .tara import Parameterization, build_parameterization, choose_mode, install_side_path_hooks, side_paths
 
 __all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "reference_steps", "task_logits", "task_entropies",
-           "task_losses", "expert_probabilities", "reference_losses", "parse_config"]
+           "task_losses", "expert_probabilities", "reference_losses", "ta_kl_start", "TA_KL_GRID", "parse_config"]
 
 
 @dataclass
@@ -192,6 +192,22 @@ def objective_terms(data: MergeData, cfg, param: Parameterization, adapters: Ada
     return anchors, scale
 
 
+TA_KL_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+
+
+def ta_kl_start(data: MergeData, param: Parameterization, adapters: AdapterSet,
+                grid: Sequence[float] = TA_KL_GRID, rows: int = 64) -> tuple[float, dict[float, float]]:
+    """The label-free start φ ≡ λ (``start=ta-kl``): of Task Arithmetic's λ in ``grid`` (φ ≡ λ is TA with λ in
+    every variant), the one whose merge has the smallest mean over tasks of KL(p_adapter_i ‖ p_merged) on the
+    first ``rows`` unlabeled inputs of task i. Returns (λ, {λ: mean KL}). On the demo zoos it picks the λ a
+    labeled dev split picks (demo-vision 0.15, demo-text 0.4; README)."""
+    if data.teachers is None:
+        data.teachers = expert_probabilities(data, adapters)
+    kl = {float(lam): float(reference_losses(data, param, param.initial(lam), "kl", rows=rows,
+                                             fan_in_fan_out=adapters.fan_in_fan_out).mean()) for lam in grid}
+    return min(kl, key=kl.get), kl
+
+
 def step_modes(data: MergeData, param: Parameterization, rows: list[list[int]], mode: str) -> dict[str, str]:
     """Per-module application mode for batches like ``rows`` (the cost model sees their token count)."""
     probe = data.backbone.preprocess([v[j] for v, r in zip(data.val, rows) for j in r])
@@ -273,6 +289,10 @@ def optimize(
     device = getattr(data.backbone, "device", "cpu")
     param.to(device)  # the factors live where the backbone runs (a no-op on CPU)
     param.clamp = clamp
+    start_kl = None
+    if cfg.start == "ta-kl" and warm_start is None:
+        chosen, start_kl = ta_kl_start(data, param, adapters)
+        cfg = cfg.model_copy(update={"phi_init": chosen})  # the start, and the TA point of ``ta`` gaps
     anchors, scale = objective_terms(data, cfg, param, adapters)
     if warm_start is not None:
         if set(warm_start) != set(param.shapes) or any(warm_start[k].shape != param.shapes[k] for k in warm_start):
@@ -287,6 +307,8 @@ def optimize(
     steps = cfg.steps if cfg.steps is not None else reference_steps(sizes, cfg.batch_size, cfg.epochs)
     sampler = Sampler(sizes, cfg.batch_size, cfg.seed)
     result = OptimizeResult(variant, rho_t.tolist(), phi, best_phi, 0, config={**cfg.model_dump(), "steps": steps})
+    if start_kl is not None:
+        result.config["start_kl"] = [[lam, kl] for lam, kl in start_kl.items()]  # each TA λ tried: mean KL
     best_loss = float("inf")
     modes = None
     start = time.perf_counter()

@@ -293,3 +293,32 @@ def test_default_steps_follow_the_reference_rule(zoo):
     assert optimize(data, zoo.adapters, "tara-b", config={"batch_size": 4, "steps": 3}).steps_run == 3
     with pytest.raises(MergeError, match="steps"):
         optimize(data, zoo.adapters, "tara-b", config={"steps": "many"})
+
+
+def test_ta_kl_start_is_the_ta_lambda_closest_to_the_experts(zoo):
+    """``start=ta-kl`` starts φ ≡ λ at the TA λ of the grid whose merge is closest (mean KL over tasks, first
+    val rows) to each adapter's own predictions: checked against TA merges and the experts computed through the
+    evaluation path, independently of the optimizer's factored forward."""
+    from tara_core.evaluate import merged_overrides, predict_logits
+    from tara_core.methods import merge
+    from tara_core.objective import kl_to_teacher
+    from tara_core.optimize import TA_KL_GRID
+
+    data = MergeData.from_zoo(zoo)
+    res = optimize(data, zoo.adapters, "tara-b", config={"start": "ta-kl", "steps": 0})
+    chosen = res.config["phi_init"]
+    rows = min(64, min(len(v) for v in data.val))
+    n = len(zoo.task_names)
+    experts = [torch.softmax(predict_logits(zoo, i, zoo.data[i].val[:rows],
+                                            merged_overrides(zoo, merge(zoo.adapters.subset([i]), "cat"))), -1)
+               for i in range(n)]
+    reference = {}
+    for lam in TA_KL_GRID:
+        ov = merged_overrides(zoo, merge(zoo.adapters, "ta", **{"lambda": lam}))
+        reference[lam] = sum(float(kl_to_teacher(predict_logits(zoo, i, zoo.data[i].val[:rows], ov), experts[i]).mean())
+                             for i in range(n)) / n
+    assert reference[chosen] <= min(reference.values()) + 1e-5
+    assert dict(res.config["start_kl"]) == pytest.approx(reference, rel=1e-4, abs=1e-6)
+    assert all(torch.allclose(v, torch.full_like(v, chosen)) for v in res.phi.values())  # φ ≡ λ, no steps taken
+    fixed = optimize(data, zoo.adapters, "tara-b", config={"steps": 0})
+    assert fixed.config["phi_init"] == 0.4 and "start_kl" not in fixed.config  # the paper's start by default

@@ -28,6 +28,10 @@ class OptimizeConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, le=10, description="AdamW weight decay (PyTorch's default; pulls φ to 0)")
     batch_size: int = Field(16, ge=1, le=4096, description="unlabeled examples per task per step")
     phi_init: float = Field(0.4, ge=-100, le=100, description="initial coefficient (0.4 = Task Arithmetic with λ = 0.4)")
+    start: Literal["fixed", "ta-kl"] = Field(
+        "fixed", description="where φ starts: fixed at phi_init (the paper), or ta-kl: at the Task Arithmetic λ "
+                             "(grid 0.05–1) whose merge is closest, in mean KL over tasks, to each adapter's own "
+                             "predictions on its unlabeled inputs (no labels; replaces phi_init)")
     loss: Literal["entropy", "kl"] = Field(
         "entropy", description="per-task loss: predictive entropy (the paper) or KL to each adapter's own "
                                "predictions on its unlabeled inputs (distillation; no labels)")
