@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from tara_core.methods.learned import PreferenceConfig  # noqa: E402
+from tara_core.methods.learned import OptimizeConfig, PreferenceConfig  # noqa: E402
 from tara_core.optimize import MergeData, optimize, reference_steps  # noqa: E402
 from tara_core.precision import bf16_is_native  # noqa: E402
 from tara_core.preference import (PreferenceModel, fit_preference_model, preference_model_for,  # noqa: E402
@@ -88,8 +88,8 @@ def main() -> None:
     console.print(table)
 
     cfg = PreferenceConfig()
-    data = MergeData.from_zoo(zoo)
-    paper_total_steps = reference_steps([len(v) for v in data.val], 16, 5)
+    paper = OptimizeConfig()  # the paper run's defaults: its steps are the reference rule's
+    paper_total_steps = reference_steps([len(v) for v in data.val], paper.batch_size, paper.epochs)
     paper_steps = paper_total_steps if args.full else min(args.steps, paper_total_steps)
     settings = cfg.model_dump(exclude={"model", "refit"})
     setup_s = paper_setup_s = 0.0  # the one-time parts (anchors; experts' predictions and TA gap scale)
