@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -138,12 +138,14 @@ def task_losses(data: MergeData, param: Parameterization, phi: dict[str, torch.T
 
 
 @torch.no_grad()
-def expert_probabilities(data: MergeData, adapters: AdapterSet, batch_size: int = 128) -> list[torch.Tensor]:
-    """Per task i: softmax of task i's head with adapter i alone (W_0 + ΔW_i) on task i's val inputs — the
-    experts' own predictions the ``kl`` loss distills to. Needs no labels."""
+def expert_probabilities(data: MergeData, adapters: AdapterSet, batch_size: int = 128,
+                          rows: int | None = None) -> list[torch.Tensor]:
+    """Per task i: softmax of task i's head with adapter i alone (W_0 + ΔW_i) on task i's val inputs (the first
+    ``rows``; all by default) — the experts' own predictions the ``kl`` loss distills to. Needs no labels."""
     bb = data.backbone
     out = []
     for i, inputs in enumerate(data.val):
+        inputs = inputs[:rows]
         deltas = {}
         for m in adapters.module_names:
             f = adapters.factors(m)[i]
@@ -200,9 +202,10 @@ def ta_kl_start(data: MergeData, param: Parameterization, adapters: AdapterSet,
     """The label-free start φ ≡ λ (``start=ta-kl``): of Task Arithmetic's λ in ``grid`` (φ ≡ λ is TA with λ in
     every variant), the one whose merge has the smallest mean over tasks of KL(p_adapter_i ‖ p_merged) on the
     first ``rows`` unlabeled inputs of task i. Returns (λ, {λ: mean KL}). On the demo zoos it picks the λ a
-    labeled dev split picks (demo-vision 0.15, demo-text 0.4; README)."""
+    labeled dev split picks (demo-vision 0.15, demo-text 0.4; README). The experts' predictions are computed
+    on those rows only, unless ``data`` already holds them (the ``kl`` loss needs them on every row)."""
     if data.teachers is None:
-        data.teachers = expert_probabilities(data, adapters)
+        data = replace(data, teachers=expert_probabilities(data, adapters, rows=rows))
     kl = {float(lam): float(reference_losses(data, param, param.initial(lam), "kl", rows=rows,
                                              fan_in_fan_out=adapters.fan_in_fan_out).mean()) for lam in grid}
     return min(kl, key=kl.get), kl

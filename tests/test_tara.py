@@ -307,6 +307,7 @@ def test_ta_kl_start_is_the_ta_lambda_closest_to_the_experts(zoo):
     data = MergeData.from_zoo(zoo)
     res = optimize(data, zoo.adapters, "tara-b", config={"start": "ta-kl", "steps": 0})
     chosen = res.config["phi_init"]
+    assert data.teachers is None  # the entropy loss needs no experts: only the scored rows were predicted, not kept
     rows = min(64, min(len(v) for v in data.val))
     n = len(zoo.task_names)
     experts = [torch.softmax(predict_logits(zoo, i, zoo.data[i].val[:rows],
