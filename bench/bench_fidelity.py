@@ -16,6 +16,7 @@ accuracy on the same examples (dev: measured here; test: the zoo's full-test rec
 
     .venv/bin/python bench/bench_fidelity.py --dev 200 --steps 50,100,250 --pool 256,1000
     .venv/bin/python bench/bench_fidelity.py --zoo demo-vision --dev 200 --steps 50,80,100,250,500 --pool 256,1000
+    .venv/bin/python bench/bench_fidelity.py --zoo demo-text --steps 80 --pool 256 --starts ta-kl --lambdas 0.1,0.15,0.2,0.3,0.4
 """
 from __future__ import annotations
 
@@ -98,6 +99,8 @@ def main() -> None:
                     help="extra runs of each learned method with the heads' logit scale set to these (zoo: 20)")
     ap.add_argument("--phi-inits", type=lambda t: [float(x) for x in t.split(",")], default=[],
                     help="extra runs of each learned method started at these φ (default 0.4, TA's λ = 0.4)")
+    ap.add_argument("--starts", type=lambda t: t.split(","), default=[],
+                    help="extra runs from these starts of φ (optimize's 'start': fixed, ta-kl), e.g. ta-kl")
     ap.add_argument("--lambdas", type=lambda t: [float(x) for x in t.split(",")], default=list(LAMBDAS),
                     help="TA's and TIES' λ grid")
     ap.add_argument("--skip-data-free", action="store_true", help="do not sweep TA's and TIES' λ")
@@ -177,6 +180,8 @@ def main() -> None:
             learned_run(method, f"steps, weight decay {wd:g}", MergeData.from_zoo(zoo), {"weight_decay": wd})
         for init in args.phi_inits:
             learned_run(method, f"steps, φ init {init:g}", MergeData.from_zoo(zoo), {"phi_init": init})
+        for begin in args.starts:
+            learned_run(method, f"steps, start {begin}", MergeData.from_zoo(zoo), {"start": begin})
         for scale in args.logit_scales:
             learned_run(method, f"steps, logit scale {scale:g}", scaled_heads(zoo, scale), {})
     where = f"{cpu_name()}, fp32"
