@@ -13,6 +13,11 @@ direction)), with t(p) the task coefficient p belongs to::
     ψ(ρ)   = [N ρ − 1]              (``linear``,    q = N)
     ψ(ρ)   = [N ρ − 1, (N ρ − 1)²]  (``quadratic``, q = 2N)
 
+With ``scale_form=proportional`` the whole expression is multiplied by N ρ_t(p) (and A starts at 0): a task at
+ρ_t = 0 then has every coefficient at 0, its adapter left out of the merge exactly as TA's task weights leave it
+out, whatever the fit learned; the affine form (the default) can keep part of it there (s_t ≈ 0.3 for a dropped
+task on demo-text).
+
 Φ0 (the shared profile, one value per coefficient) is φ at uniform ρ, since ψ(1/N) = 0. The per-task scale
 says how strongly each task's coefficients respond to the preference (N·q numbers), and U V ψ(ρ) (U: P × k,
 V: k × q, rank ``rank``) lets the profile itself change with ρ. Free per-coefficient profiles (P × q) were
@@ -115,6 +120,7 @@ class PreferenceModel:
     anchors: torch.Tensor | None = None  # z per task
     meta: dict = field(default_factory=dict)  # settings, fingerprint, fit record
     check: dict[str, torch.Tensor] | None = None  # σ per module of the parameterization it was fitted on
+    proportional: bool = False  # scale_form "proportional": every coefficient of task t times N ρ_t
 
     @property
     def n_tasks(self) -> int:
@@ -134,11 +140,15 @@ class PreferenceModel:
         psi = features(r.to(self.mix.dtype).to(self.mix.device), self.feature_kind)
         s = 1.0 + self.task_scale @ psi  # (N,)
         h = self.mix @ psi  # (k,)
-        return {key: self.base[key] * s[self.owner[key]] + self.low[key] @ h for key in self.base}
+        phi = {key: self.base[key] * s[self.owner[key]] + self.low[key] @ h for key in self.base}
+        if self.proportional:
+            weight = self.n_tasks * r.to(self.mix.dtype).to(self.mix.device)  # N ρ_t, 1 at uniform ρ
+            phi = {key: value * weight[self.owner[key]] for key, value in phi.items()}
+        return phi
 
     @classmethod
     def initial(cls, param: Parameterization, task_names: list[str], feature_kind: str = "quadratic",
-                phi_init: float = 0.4, rank: int = 4, seed: int = 0) -> "PreferenceModel":
+                phi_init: float = 0.4, rank: int = 4, seed: int = 0, proportional: bool = False) -> "PreferenceModel":
         """The untrained model: Task Arithmetic with task weights N ρ_t (see the module docstring)."""
         n = len(task_names)
         q = n if feature_kind == "linear" else 2 * n
@@ -150,9 +160,11 @@ class PreferenceModel:
             owner[key] = (param.modules[key].task_of_row if key in param.modules else torch.arange(n)).cpu().long()
             low[key] = torch.zeros(*shape, rank)
         task_scale = torch.zeros(n, q)
-        task_scale[:, :n] = torch.eye(n)
+        if not proportional:  # s_t(ρ) = N ρ_t; proportional: N ρ_t is the outer factor, s ≡ 1
+            task_scale[:, :n] = torch.eye(n)
         mix = torch.randn(rank, q, generator=torch.Generator().manual_seed(seed)) / q ** 0.5
-        return cls(param.variant, list(task_names), feature_kind, base, owner, task_scale, low, mix)
+        return cls(param.variant, list(task_names), feature_kind, base, owner, task_scale, low, mix,
+                   proportional=proportional)
 
 
 def _singular_values(param: Parameterization) -> dict[str, torch.Tensor]:
@@ -186,7 +198,8 @@ def fit_preference_model(data: MergeData, adapters: AdapterSet, variant: str, co
     device = getattr(data.backbone, "device", "cpu")
     param.to(device)
     anchors, scale = objective_terms(data, cfg, param, adapters)
-    model = PreferenceModel.initial(param, data.names, cfg.features, cfg.phi_init, cfg.rank, cfg.seed)
+    model = PreferenceModel.initial(param, data.names, cfg.features, cfg.phi_init, cfg.rank, cfg.seed,
+                                    cfg.scale_form == "proportional")
     main, low = model.leaves()
     for t in [*main, *low, *model.owner.values()]:
         t.data = t.data.to(device)
@@ -320,7 +333,8 @@ def load_model(path: str | Path, expect: dict | None = None) -> PreferenceModel:
                            {k: v.float() for k, v in base.items()}, {k: v.long() for k, v in owner.items()},
                            task_scale.float(), {k: v.float() for k, v in low.items()}, mix.float(), teachers,
                            tensors.get("scale"), tensors.get("anchors"), record,
-                           {k[6:]: v for k, v in tensors.items() if k.startswith("check.")})
+                           {k[6:]: v for k, v in tensors.items() if k.startswith("check.")},
+                           (record.get("settings") or {}).get("scale_form") == "proportional")
 
 
 def _short(value) -> str:

@@ -224,3 +224,33 @@ def test_cosine_schedule_is_recorded_and_a_constant_one_keeps_older_keys(zoo, fi
     _, path, _ = fitted  # fitted with FIT, before anything named a schedule
     assert path.with_suffix("") == cache_path(zoo, "tara-b", zoo.task_names,
                                               parse_preference_config({**FIT, "schedule": "constant"}))
+
+
+def test_proportional_scale_drops_a_task_at_zero_and_round_trips(zoo, tmp_path):
+    """``scale_form=proportional``: φ of task t is N ρ_t times the affine model, so before and after a fit
+    ρ_t = 0 leaves task t's adapter out exactly (all its coefficients 0; the affine form's are not); untrained it is
+    TA with task weights N ρ like the affine form. Its file restores the form, and the affine default stays out
+    of the recorded settings (older files keep their keys)."""
+    param = build_parameterization(zoo.adapters, "tara-b")
+    untrained = PreferenceModel.initial(param, zoo.task_names, "linear", proportional=True)
+    for rho in ([1 / 3] * 3, [0.6, 0.3, 0.1], [0.0, 0.5, 0.5]):
+        ta = merge(zoo.adapters, "ta", **{"lambda": 0.4, "weights": [3 * r for r in rho]})
+        for m, delta in param.deltas(untrained.phi(rho)).items():
+            assert torch.allclose(delta.materialize(), ta.dense(m), atol=1e-5)
+    data = MergeData.from_zoo(zoo)
+    model = fit_preference_model(data, zoo.adapters, "tara-b", {**FIT, "steps": 6, "scale_form": "proportional"})
+    assert model.meta["settings"]["scale_form"] == "proportional"
+    affine = fit_preference_model(data, zoo.adapters, "tara-b", {**FIT, "steps": 6})
+    assert "scale_form" not in affine.meta["settings"]
+    assert float(model.task_scale.abs().max()) > 0  # the fit moved the correction A
+    dropped = [0.0, 0.3, 0.7]
+    phi = model.phi(dropped)
+    for key, values in phi.items():
+        owned = model.owner[key] == 0
+        assert owned.any() and torch.equal(values[owned], torch.zeros_like(values[owned]))
+        assert (values[~owned] != 0).any()
+    assert any((v[affine.owner[k] == 0] != 0).any() for k, v in affine.phi(dropped).items())
+    loaded = load_model(save_model(model, tmp_path / "p", fingerprint="x"))
+    assert loaded.proportional
+    for rho in (dropped, [0.2, 0.2, 0.6]):
+        assert all(torch.equal(model.phi(rho)[k], loaded.phi(rho)[k]) for k in model.base)

@@ -69,6 +69,10 @@ class PreferenceConfig(BaseModel):
     phi_init: float = Field(0.4, ge=-10, le=10, description="φ at uniform ρ before fitting (TA, λ = 0.4)")
     features: Literal["linear", "quadratic", "rational"] = Field(
         "linear", description="ψ(ρ): x = N ρ − 1 (linear), with x² (quadratic) or with x/(x+2) (rational)")
+    scale_form: Literal["affine", "proportional"] = Field(
+        "affine", description="per-task scale of φ: affine s_t = 1 + Aψ(ρ) (a task at ρ = 0 may keep part of its "
+                              "adapter), or proportional N ρ_t (1 + Aψ(ρ)) (ρ_t = 0 leaves task t's adapter out "
+                              "exactly, as TA's task weights do)")
     rank: int = Field(0, ge=0, le=64, description="rank of the ρ-dependent part of the profile (0: per-task "
                                                  "scales only)")
     low_rank_lr: float = Field(0.1, ge=0, le=10, description="learning rate of the low-rank part, relative to lr")
@@ -93,12 +97,18 @@ class PreferenceConfig(BaseModel):
                                            "settings is shipped or cached")
 
     def fit_fields(self) -> dict:
-        """The settings a fitted model depends on (what its cache key and file record). A constant schedule is
-        left out, so models fitted before the option existed keep their keys and stay valid."""
+        """The settings a fitted model depends on (what its cache key and file record). A field added after
+        models were shipped is left out while it has the value every earlier fit had (``FIELDS_ADDED_LATER``),
+        so those models keep their keys and stay valid."""
         fields = self.model_dump(exclude={"refine_steps", "refine_lr", "model", "refit"})
-        if fields["schedule"] == "constant":
-            del fields["schedule"]
+        for name, before in FIELDS_ADDED_LATER.items():
+            if fields[name] == before:
+                del fields[name]
         return fields
+
+
+# the value every fit had before the field existed: recorded only when it differs
+FIELDS_ADDED_LATER = {"schedule": "constant", "scale_form": "affine"}
 
 
 def _parse(cls, params: dict):
