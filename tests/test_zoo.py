@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tara_core.cli import main
-from tara_core.evaluate import evaluate
+from tara_core.evaluate import evaluate, merged_overrides
 from tara_core.methods import merge
 from tara_core.recipes.demo_text import held_out_indices, split_indices
 from tara_core.zoo import REPO_ZOOS, ZooError, open_zoo, write_manifest
@@ -57,6 +57,30 @@ def test_eval_matches_peft_merge_and_unload(tiny_zoo):
         ours = evaluate(zoo, merge(zoo.adapters.subset([i]), "cat"), tasks=[i])[name]
         assert ours == pytest.approx(expected)
         assert zoo.manifest.tasks[i].individual_accuracy == pytest.approx(expected, abs=0.01)
+
+
+def test_tasks_in_shared_forwards_score_as_one_forward_per_task(tiny_zoo):
+    """Without a progress callback every task's test examples share forwards (mixed batches, length buckets across
+    tasks); with it, one task per forward. Both give each task's accuracy of a dense forward of that task alone
+    through the merged weights, written out here (limits that cut batches and buckets mid-task included)."""
+    zoo = open_zoo(tiny_zoo)
+    merged = merge(zoo.adapters, "ties", **{"lambda": 0.7})
+    overrides = merged_overrides(zoo, merged)
+    for limit in (None, 3, 7):
+        expected = {}
+        for i, name in enumerate(zoo.task_names):
+            data = zoo.data[i]
+            enc = zoo.backbone.tokenizer(data.test_inputs[:limit], padding=True, truncation=True, max_length=16,
+                                         return_tensors="pt")
+            with torch.no_grad():
+                h = torch.func.functional_call(zoo.backbone.model, overrides, args=(), kwargs=dict(enc),
+                                               strict=False).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).float()
+            logits = 5.0 * F.normalize((h * m).sum(1) / m.sum(1), dim=-1) @ F.normalize(zoo.heads[i].weight, dim=-1).T
+            expected[name] = 100.0 * float((logits.argmax(-1) == data.test_labels[:limit]).float().mean())
+        shared = evaluate(zoo, merged, limit=limit)
+        per_task = evaluate(zoo, merged, limit=limit, progress=lambda done, total: None)
+        assert shared == pytest.approx(expected) and per_task == pytest.approx(expected)
 
 
 def test_eval_cli_writes_tidy_rows(tiny_zoo, tmp_path):
