@@ -13,10 +13,11 @@ direction)), with t(p) the task coefficient p belongs to::
     ψ(ρ)   = [N ρ − 1]              (``linear``,    q = N)
     ψ(ρ)   = [N ρ − 1, (N ρ − 1)²]  (``quadratic``, q = 2N)
 
-With ``scale_form=proportional`` the whole expression is multiplied by N ρ_t(p) (and A starts at 0): a task at
-ρ_t = 0 then has every coefficient at 0, its adapter left out of the merge exactly as TA's task weights leave it
-out, whatever the fit learned; the affine form (the default) can keep part of it there (s_t ≈ 0.3 for a dropped
-task on demo-text).
+With ``scale_form=proportional`` (the default) the whole expression is multiplied by N ρ_t(p) (and A starts at
+0): a task at ρ_t = 0 then has every coefficient at 0, its adapter left out of the merge exactly as TA's task
+weights leave it out, whatever the fit learned, so a slider dragged to 0 drops its task (on demo-text the
+average the dashboard shows falls by 2–3 points for the first task). The ``affine`` form (the default before)
+keeps part of a dropped task there (s_t ≈ 0.3 on demo-text) and the others' rise can cancel its fall (+1.0).
 
 Φ0 (the shared profile, one value per coefficient) is φ at uniform ρ, since ψ(1/N) = 0. The per-task scale
 says how strongly each task's coefficients respond to the preference (N·q numbers), and U V ψ(ρ) (U: P × k,
@@ -25,8 +26,9 @@ tried first and fail: Adam moves each of them by about lr per step whatever its 
 ρ-dependent part drifts to ±5 and φ(ρ) away from uniform ρ is wrecked (steer −43 points on demo-vision);
 the shared profile with few ρ-dependent numbers is what the data can determine.
 
-Initialization: Φ0 = φ_init (Task Arithmetic with λ = φ_init), A = [I 0] (s_t(ρ) = N ρ_t), U = 0 — so the
-untrained model is Task Arithmetic with task weights N ρ_t: ρ steers from the first step.
+Initialization: Φ0 = φ_init (Task Arithmetic with λ = φ_init), U = 0, and A = 0 (proportional) or A = [I 0]
+(affine: s_t(ρ) = N ρ_t) — so either untrained model is Task Arithmetic with task weights N ρ_t: ρ steers from
+the first step.
 
 Fit: every step samples ρ (Dirichlet(c) on the simplex, or with probability ``face_prob`` on a random face:
 some tasks exactly 0, vertices included), computes φ(ρ), each task's label-free loss on one unlabeled batch
@@ -148,7 +150,7 @@ class PreferenceModel:
 
     @classmethod
     def initial(cls, param: Parameterization, task_names: list[str], feature_kind: str = "quadratic",
-                phi_init: float = 0.4, rank: int = 4, seed: int = 0, proportional: bool = False) -> "PreferenceModel":
+                phi_init: float = 0.4, rank: int = 4, seed: int = 0, proportional: bool = True) -> "PreferenceModel":
         """The untrained model: Task Arithmetic with task weights N ρ_t (see the module docstring)."""
         n = len(task_names)
         q = n if feature_kind == "linear" else 2 * n

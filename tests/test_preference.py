@@ -82,12 +82,13 @@ def test_experts_reproduce_their_own_predictions(zoo):
 
 def test_untrained_model_is_task_arithmetic_with_weights_n_rho(zoo):
     param = build_parameterization(zoo.adapters, "tara-b")
-    model = PreferenceModel.initial(param, zoo.task_names)
-    for rho in ([1 / 3] * 3, [0.6, 0.3, 0.1], [0.0, 0.0, 1.0]):
-        phi = model.phi(rho)
-        ta = merge(zoo.adapters, "ta", **{"lambda": 0.4, "weights": [3 * r for r in rho]})
-        for m, delta in param.deltas(phi).items():
-            assert torch.allclose(delta.materialize(), ta.dense(m), atol=1e-5)
+    for proportional in (True, False):  # both scale forms
+        model = PreferenceModel.initial(param, zoo.task_names, proportional=proportional)
+        for rho in ([1 / 3] * 3, [0.6, 0.3, 0.1], [0.0, 0.0, 1.0]):
+            phi = model.phi(rho)
+            ta = merge(zoo.adapters, "ta", **{"lambda": 0.4, "weights": [3 * r for r in rho]})
+            for m, delta in param.deltas(phi).items():
+                assert torch.allclose(delta.materialize(), ta.dense(m), atol=1e-5)
 
 
 def test_features_vanish_at_uniform_and_samples_live_on_the_simplex():
@@ -228,19 +229,13 @@ def test_cosine_schedule_is_recorded_and_a_constant_one_keeps_older_keys(zoo, fi
 
 def test_proportional_scale_drops_a_task_at_zero_and_round_trips(zoo, tmp_path):
     """``scale_form=proportional``: φ of task t is N ρ_t times the affine model, so before and after a fit
-    ρ_t = 0 leaves task t's adapter out exactly (all its coefficients 0; the affine form's are not); untrained it is
-    TA with task weights N ρ like the affine form. Its file restores the form, and the affine default stays out
-    of the recorded settings (older files keep their keys)."""
-    param = build_parameterization(zoo.adapters, "tara-b")
-    untrained = PreferenceModel.initial(param, zoo.task_names, "linear", proportional=True)
-    for rho in ([1 / 3] * 3, [0.6, 0.3, 0.1], [0.0, 0.5, 0.5]):
-        ta = merge(zoo.adapters, "ta", **{"lambda": 0.4, "weights": [3 * r for r in rho]})
-        for m, delta in param.deltas(untrained.phi(rho)).items():
-            assert torch.allclose(delta.materialize(), ta.dense(m), atol=1e-5)
+    ρ_t = 0 leaves task t's adapter out exactly (all its coefficients 0; the affine form's are not). Its file
+    restores the form, and the affine form (every fit's before the option existed) stays out of the recorded
+    settings, so older files keep their keys."""
     data = MergeData.from_zoo(zoo)
     model = fit_preference_model(data, zoo.adapters, "tara-b", {**FIT, "steps": 6, "scale_form": "proportional"})
-    assert model.meta["settings"]["scale_form"] == "proportional"
-    affine = fit_preference_model(data, zoo.adapters, "tara-b", {**FIT, "steps": 6})
+    assert model.meta["settings"]["scale_form"] == "proportional"  # the default, recorded: it differs from before
+    affine = fit_preference_model(data, zoo.adapters, "tara-b", {**FIT, "steps": 6, "scale_form": "affine"})
     assert "scale_form" not in affine.meta["settings"]
     assert float(model.task_scale.abs().max()) > 0  # the fit moved the correction A
     dropped = [0.0, 0.3, 0.7]

@@ -60,7 +60,7 @@ class PreferenceConfig(BaseModel):
     the fit (Pareto set learning over ρ ~ Dirichlet), its objective, and the optional per-ρ refinement."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(400, ge=0, le=100_000, description="fit steps, one sampled ρ and one batch per task each")
+    steps: int = Field(240, ge=0, le=100_000, description="fit steps, one sampled ρ and one batch per task each")
     lr: float = Field(1e-2, gt=0, le=1.0, description="Adam learning rate of the shared profile and per-task scales")
     schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate over the fit: constant, "
                                                                           "or cosine decay from lr to 0")
@@ -70,7 +70,7 @@ class PreferenceConfig(BaseModel):
     features: Literal["linear", "quadratic", "rational"] = Field(
         "linear", description="ψ(ρ): x = N ρ − 1 (linear), with x² (quadratic) or with x/(x+2) (rational)")
     scale_form: Literal["affine", "proportional"] = Field(
-        "affine", description="per-task scale of φ: affine s_t = 1 + Aψ(ρ) (a task at ρ = 0 may keep part of its "
+        "proportional", description="per-task scale of φ: affine s_t = 1 + Aψ(ρ) (a task at ρ = 0 may keep part of its "
                               "adapter), or proportional N ρ_t (1 + Aψ(ρ)) (ρ_t = 0 leaves task t's adapter out "
                               "exactly, as TA's task weights do)")
     rank: int = Field(0, ge=0, le=64, description="rank of the ρ-dependent part of the profile (0: per-task "
@@ -82,7 +82,7 @@ class PreferenceConfig(BaseModel):
     alpha: float = Field(0.1, gt=0, le=1000, description="STCH temperature α")
     sharpness: float = Field(3.0, ge=0.25, le=8, description="γ: the scalarization weighs the tasks by ρ^γ "
                                                             "(renormalized; 1: ρ itself)")
-    concentration: float = Field(2.0, gt=0, description="Dirichlet concentration of the sampled ρ (1: uniform over "
+    concentration: float = Field(1.0, gt=0, description="Dirichlet concentration of the sampled ρ (1: uniform over "
                                                         "the simplex; 2: more samples near uniform ρ)")
     face_prob: float = Field(0.25, ge=0, le=1, description="share of sampled ρ on a random face of the simplex "
                                                           "(some tasks at 0, vertices included)")
