@@ -17,8 +17,8 @@ from .methods import MergeResult
 from .objective import entropy
 from .precision import autocast
 
-__all__ = ["merged_overrides", "predict_tasks_logits", "predict_logits", "task_accuracy", "evaluate", "mean_entropy",
-           "eval_rows", "individual_accuracies"]
+__all__ = ["merged_overrides", "predict_logits", "task_accuracy", "evaluate", "mean_entropy", "eval_rows",
+           "individual_accuracies"]
 
 
 def merged_overrides(zoo, result: MergeResult | dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
@@ -32,42 +32,23 @@ def merged_overrides(zoo, result: MergeResult | dict[str, torch.Tensor] | None) 
 
 
 @torch.no_grad()
-def predict_tasks_logits(zoo, tasks: list[int], inputs: list[list], overrides=None, batch_size: int = 256,
-                         bf16: bool = False) -> list[torch.Tensor]:
-    """Logits of each task's head on its inputs (``inputs[k]`` for ``tasks[k]``) with one merged backbone: the
-    inputs of all tasks run through shared forwards (a few examples per task fill one batch instead of one
-    small batch per task), then each task's rows through its own head."""
-    bb = zoo.backbone
-    flat = [x for part in inputs for x in part]
-    features = []
-    for start in range(0, len(flat), batch_size):
-        batch = bb.preprocess(flat[start:start + batch_size])
-        with autocast(getattr(bb, "device", "cpu"), bf16):
-            features.append(bb.features(batch, overrides).float())
-    features = torch.cat(features) if features else None
-    out, start = [], 0
-    for task, part in zip(tasks, inputs):
-        head = zoo.heads[task]
-        out.append(head(features[start:start + len(part)]).cpu() if part else torch.zeros(0, head.weight.shape[0]))
-        start += len(part)
-    return out
-
-
 def predict_logits(zoo, task: int, inputs: list, overrides=None, batch_size: int = 256,
                    bf16: bool = False) -> torch.Tensor:
-    return predict_tasks_logits(zoo, [task], [inputs], overrides, batch_size, bf16)[0]
+    bb, head = zoo.backbone, zoo.heads[task]
+    outs = []
+    for start in range(0, len(inputs), batch_size):
+        batch = bb.preprocess(inputs[start:start + batch_size])
+        with autocast(getattr(bb, "device", "cpu"), bf16):
+            features = bb.features(batch, overrides)
+        outs.append(head(features.float()).cpu())
+    return torch.cat(outs) if outs else torch.zeros(0, head.weight.shape[0])
 
 
 def task_accuracy(zoo, task: int, overrides=None, limit: int | None = None, bf16: bool = False) -> float:
-    return _accuracies(zoo, [task], overrides, limit, bf16)[0]
-
-
-def _accuracies(zoo, tasks: list[int], overrides, limit: int | None, bf16: bool) -> list[float]:
-    """Test accuracy (%) of each task on its first ``limit`` test examples, in shared forwards."""
-    data = [zoo.data[i] for i in tasks]
-    logits = predict_tasks_logits(zoo, tasks, [d.test_inputs[:limit] for d in data], overrides, bf16=bf16)
-    return [100.0 * float((zoo.heads[i].predict(z) == d.test_labels[:limit]).float().mean())
-            for i, z, d in zip(tasks, logits, data)]
+    data = zoo.data[task]
+    inputs, labels = data.test_inputs[:limit], data.test_labels[:limit]
+    pred = zoo.heads[task].predict(predict_logits(zoo, task, inputs, overrides, bf16=bf16))
+    return 100.0 * float((pred == labels).float().mean())
 
 
 def evaluate(zoo, result=None, tasks: list[int] | None = None, limit: int | None = None,
@@ -75,17 +56,15 @@ def evaluate(zoo, result=None, tasks: list[int] | None = None, limit: int | None
     """Test accuracy (%) per task for a merge result (or a dict of dense deltas, or None for the base).
 
     ``bf16`` runs the backbone under bf16 autocast (see :mod:`tara_core.precision`); the default is fp32.
-    ``progress(done, total)`` is called after each task (one task per forward then; without it, the tasks'
-    examples share forwards).
+    ``progress(done, total)`` is called after each task.
     """
     overrides = merged_overrides(zoo, result)
     tasks = list(range(len(zoo.task_names)) if tasks is None else tasks)
-    if progress is None:  # nothing to report between tasks: all of them in shared forwards
-        return dict(zip([zoo.task_names[i] for i in tasks], _accuracies(zoo, tasks, overrides, limit, bf16)))
     out = {}
     for k, i in enumerate(tasks):
         out[zoo.task_names[i]] = task_accuracy(zoo, i, overrides, limit, bf16)
-        progress(k + 1, len(tasks))
+        if progress is not None:
+            progress(k + 1, len(tasks))
     return out
 
 
