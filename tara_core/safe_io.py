@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -24,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["OutputError", "safe_name", "sanitize_name", "inside", "umask_mode", "atomic_file_write", "atomic_dir",
-           "check_output_file", "pid_alive"]
+           "check_output_file", "exclusive", "pid_alive"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_+@=,-][A-Za-z0-9._+@=,-]{0,99}$")
 
@@ -126,6 +127,23 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path | str, what: str):
+    """Hold an exclusive lock on ``folder`` (flock on the folder itself) for the block, or raise
+    :class:`OutputError` at once when another process holds it: two writers of the same folder (two ``zoo
+    precompute`` runs of one zoo) would remove each other's staging files. The lock ends with the process, so a
+    killed run never leaves one behind."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{what} {folder} is being written by another process; wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def pid_alive(pid: int) -> bool:

@@ -286,6 +286,25 @@ def test_shipped_adapter_configs_are_canonical(name, tmp_path):
     assert canonicalize_adapter_configs(copy_root) == []
 
 
+def test_a_second_precompute_of_the_same_zoo_is_refused_while_one_runs(tiny_zoo, tmp_path):
+    """Two precomputes of one zoo would delete each other's staging folder: while one holds the zoo (here this
+    test, through the same lock), another is refused at once in one line and writes nothing; after, the lock is
+    free (a flock, released with its holder)."""
+    from tara_core.recipes import precompute_zoo
+    from tara_core.safe_io import OutputError, exclusive
+
+    folder = tmp_path / "tiny-text"
+    shutil.copytree(tiny_zoo, folder)
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    with exclusive(folder, "zoo"):
+        with pytest.raises(OutputError, match="being written by another process") as exc:
+            precompute_zoo(folder, log=lambda *a: None)
+        assert "\n" not in str(exc.value)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    with exclusive(folder, "zoo"):  # released: it can be taken again
+        pass
+
+
 def test_precompute_ships_the_preference_model_and_first_views(tiny_zoo, tmp_path, monkeypatch):
     from tara_core import firstview
     from tara_core.recipes import precompute_zoo

@@ -131,7 +131,15 @@ def precompute_zoo(folder: Path, log=print, variants=PREFERENCE_VARIANTS, refit:
     """The last step of a zoo build: fit the preference models of its full task set (``preference/``, default
     settings; kept when already fitted on these exact files unless ``refit``), compute every dashboard page's
     first view (``results/``, :func:`tara_core.firstview.precompute`) and re-hash the files into zoo.json
-    (written atomically). A zoo ``X`` with an ``X-osrm`` twin beside it also gets the OSRM page's report."""
+    (written atomically). A zoo ``X`` with an ``X-osrm`` twin beside it also gets the OSRM page's report.
+    One run per zoo at a time: a second one is refused at once (:func:`tara_core.safe_io.exclusive`)."""
+    from ..safe_io import exclusive
+
+    with exclusive(Path(folder), "zoo"):
+        return _precompute_zoo(Path(folder), log, variants, refit)
+
+
+def _precompute_zoo(folder: Path, log, variants, refit: bool) -> list[str]:
     import shutil
 
     from ..firstview import precompute
