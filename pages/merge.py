@@ -49,8 +49,8 @@ bf16 = c3.toggle("bf16 (fast)", value=bf16_is_native(zoo.device), key="merge_bf1
 prefetch = c4.toggle("prefetch likely next ρ", value=True, key="merge_prefetch",
                      help="Preference models: once the numbers are drawn, compute the quick estimate of the ρ a move "
                           "most likely lands on (the moved slider one step away or at 0 or 1, every slider at 0 or 1, "
-                          "every slider one step away), so such a move shows at once. Any move stops it; off: "
-                          "nothing runs between moves.")
+                          "every slider one step away, then every other value of the moved slider), so such a move "
+                          "shows at once. Any move stops it; off: nothing runs between moves.")
 rho = current_rho(tasks)
 rho_key = tuple(rho)  # normalized_rho: rounded as result keys are
 uniform_key = tuple(normalized_rho([1.0] * len(tasks)))

@@ -41,15 +41,18 @@ def normalized_rho(raw: Sequence[float]) -> list[float]:
 def next_rhos(raw: Sequence[float], first: int = 0, step: float | None = None) -> list[list[float]]:
     """The ρ a user most likely moves to next from the raw slider values ``raw``, in the order the Merge page
     prefetches them: slider ``first`` (the last moved) one step down and up and at its ends (0: the task
-    dropped, 1: restored), then every other slider at its ends, then every other slider one step down and up.
-    Each normalized with :func:`normalized_rho`, the current ρ and duplicates left out. ``step`` defaults to the
-    sliders' step (``DEFAULTS["merge"]["slider_step"]``). :func:`precompute` ships these around the all-ones
-    first view."""
+    dropped, 1: restored), then every other slider at its ends, then every other slider one step down and up,
+    then every other value of slider ``first`` on its grid of steps, nearest first (a click anywhere on its
+    track lands on one of them). Each normalized with :func:`normalized_rho`, the current ρ and duplicates left
+    out. ``step`` defaults to the sliders' step (``DEFAULTS["merge"]["slider_step"]``). :func:`precompute` ships
+    these around the all-ones first view."""
     step = DEFAULTS["merge"]["slider_step"] if step is None else step
     others = [k for k in range(len(raw)) if k != first]
     candidates = ([(first, raw[first] - step), (first, raw[first] + step), (first, 0.0), (first, 1.0)]
                   + [(k, end) for k in others for end in (0.0, 1.0)]
-                  + [(k, raw[k] + d) for k in others for d in (-step, step)])
+                  + [(k, raw[k] + d) for k in others for d in (-step, step)]
+                  + sorted(((first, i * step) for i in range(round(1 / step) + 1)),
+                           key=lambda c: (abs(c[1] - raw[first]), c[1])))
     here = normalized_rho(raw)
     out = []
     for k, value in candidates:

@@ -431,14 +431,20 @@ def test_next_rhos_are_steps_and_ends_of_the_sliders():
 
     assert normalized_rho([0.0, 0.0, 0.0]) == [0.333333] * 3 and normalized_rho([2.0, 1.0, 1.0]) == [0.5, 0.25, 0.25]
     third, step = 0.338983, 0.322034  # a slider at 0.95, the others at 1
-    assert next_rhos([1.0, 1.0, 1.0]) == [
+    ones = next_rhos([1.0, 1.0, 1.0])
+    assert ones[:6] == [
         [step, third, third], [0.0, 0.5, 0.5],  # the first slider a step down (1.05 is past the end), dropped
         [0.5, 0.0, 0.5], [0.5, 0.5, 0.0],  # every other slider dropped (at 1 it is where it is)
         [third, step, third], [third, third, step]]  # every other slider a step down
+    # then the rest of the first slider's grid, nearest first: 0.90, 0.85, ..., 0.05 (0.95 and 0 are listed above)
+    assert ones[6:] == [normalized_rho([round(0.05 * i, 2), 1.0, 1.0]) for i in range(18, 0, -1)]
     near = next_rhos([0.5, 0.0, 1.0], first=2)
     assert near[:2] == [[0.344828, 0.0, 0.655172], [1.0, 0.0, 0.0]]  # the last-moved slider first: step, then 0
     assert near[2:5] == [[0.0, 0.0, 1.0], [0.5, 0.0, 0.5], [0.2, 0.4, 0.4]]  # the others' ends
-    assert len(near) == 8 and [0.5, 0.0, 1.0] not in near and all(abs(sum(r) - 1) < 1e-5 for r in near)
+    assert len(near[:8]) == 8 and [0.5, 0.0, 1.0] not in near and all(abs(sum(r) - 1) < 1e-5 for r in near)
+    grid = [normalized_rho([0.5, 0.0, round(0.05 * i, 2)]) for i in range(19)]  # slider 3 at 0 ... 0.90
+    assert sorted(near[8:]) == sorted(r for r in grid if r not in near[:8])  # every click on the moved slider
+    assert len(near) == len({tuple(r) for r in near})  # no ρ twice
     assert next_rhos([0.0, 0.0]) == [[1.0, 0.0], [0.0, 1.0]]  # all at 0 is uniform; one step up is a vertex
     # 0.1 or 1 for the first slider normalize to where it is, its 0 to uniform; the second's step up duplicates it
     assert next_rhos([0.05, 0.0], step=0.05) == [[0.5, 0.5], [0.047619, 0.952381]]
