@@ -107,7 +107,8 @@ def sample_rho(rng: np.random.Generator, n: int, concentration: float = 1.0, fac
 
 @dataclass
 class PreferenceModel:
-    """φ(ρ) = Φ0 ⊙ s_t(ρ) + U V ψ(ρ) for every coefficient vector of a parameterization (module docstring)."""
+    """φ(ρ) = Φ0 ⊙ s_t(ρ) + U V ψ(ρ) (affine), times N ρ_t (proportional), for every coefficient vector of a
+    parameterization (module docstring)."""
 
     variant: str
     task_names: list[str]
