@@ -140,12 +140,13 @@ class PreferenceModel:
     def phi(self, rho: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
         """φ(ρ) for a preference (validated, normalized to sum 1)."""
         r = rho if isinstance(rho, torch.Tensor) else validate_rho(rho, self.n_tasks)
-        psi = features(r.to(self.mix.dtype).to(self.mix.device), self.feature_kind)
+        r = r.to(self.mix.dtype).to(self.mix.device)
+        psi = features(r, self.feature_kind)
         s = 1.0 + self.task_scale @ psi  # (N,)
         h = self.mix @ psi  # (k,)
         phi = {key: self.base[key] * s[self.owner[key]] + self.low[key] @ h for key in self.base}
         if self.proportional:
-            weight = self.n_tasks * r.to(self.mix.dtype).to(self.mix.device)  # N ρ_t, 1 at uniform ρ
+            weight = self.n_tasks * r  # N ρ_t, 1 at uniform ρ
             phi = {key: value * weight[self.owner[key]] for key, value in phi.items()}
         return phi
 
