@@ -8,13 +8,14 @@ exactly those for a zoo (``zoo precompute``, also the last step of ``zoo build``
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
 
 from .results import cached_result, results_used, writing_to_zoo
 
-__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "normalized_rho", "next_rhos", "individual", "coverage_frame",
+__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "normalized_rho", "next_rhos", "first_view_rhos", "ships_first_views", "individual", "coverage_frame",
            "anisotropy_frame", "front", "osrm_report", "precompute", "preference_source"]
 
 DEFAULTS = {
@@ -62,6 +63,24 @@ def next_rhos(raw: Sequence[float], first: int = 0, step: float | None = None) -
             if moved != here and moved not in out:
                 out.append(moved)
     return out
+
+
+def first_view_rhos(n: int) -> list[list[float]]:
+    """What :func:`precompute` ships around the all-ones first view of ``n`` sliders: :func:`next_rhos` with
+    every slider as the moved one in turn, so a first click anywhere on any slider's track, or a key press on
+    it, is read from the zoo. Slider 0's list comes first (the same order as before this covered all sliders)."""
+    out = []
+    for first in range(n):
+        out += [rho for rho in next_rhos([1.0] * n, first=first) if rho not in out]
+    return out
+
+
+def ships_first_views(zoo) -> bool:
+    """Whether ``zoo`` ships precomputed first views (``zoo precompute``: ``<zoo>/results/``, in fp32). The Merge
+    page then starts in fp32 even where bf16 is native, so its first view and its prefetched moves are read from
+    the zoo, and every number it shows is comparable with the shipped ones."""
+    folder = getattr(zoo, "folder", None)
+    return folder is not None and any((Path(folder) / "results").glob("*.json"))
 
 
 def preference_source(zoo, method: str, params: dict | None, tasks: Sequence[int]) -> str | None:
@@ -182,8 +201,8 @@ def precompute(zoo, log: Callable[[str], None] = print, osrm_pair: bool = False,
             individual(zoo, limit=limit)
             evaluation(zoo, "ta", limit=limit)
             evaluation(zoo, m["method"], rho=uniform, limit=limit)
-        log(f"first views: the quick estimate of the likely next ρ from the first view ({m['method']})")
-        for rho in next_rhos([1.0] * n):
+        log(f"first views: the quick estimate of every slider's values from the first view ({m['method']})")
+        for rho in first_view_rhos(n):
             evaluation(zoo, m["method"], rho=rho, limit=m["preview"])
         c = DEFAULTS["compare"]
         for method in c["methods"]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from tara_core.precision import bf16_is_native
 from zoo_fixture import build_tiny_zoo
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -132,14 +133,31 @@ def test_merge_page_prefetches_the_likely_next_rhos(zoo_env, monkeypatch):
     zoo = open_zoo("tiny-text")
     monkeypatch.setattr(run, "run_method", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
 
+    bf16 = at.toggle(key="merge_bf16").value  # on where bf16 is native (this zoo ships no first views)
+    assert bf16 == bf16_is_native("cpu")
+
     def quick(raw):
         rho = [round(v / sum(raw), 6) for v in raw]
-        return firstview.evaluation(zoo, "tara-b-pareto", {}, [0, 1, 2], rho=rho, limit=10)
+        return firstview.evaluation(zoo, "tara-b-pareto", {}, [0, 1, 2], rho=rho, limit=10, bf16=bf16)
 
     for raw in ((0.95, 1.0, 1.0), (1.0, 1.0, 0.95), (0.0, 1.0, 1.0), (1.0, 0.0, 1.0)):  # steps; tasks dropped
         assert quick(raw)["accuracy"]
     with pytest.raises(AssertionError, match="computed"):
         quick((0.3, 0.7, 1.0))  # no test moves the sliders here
+
+
+@pytest.mark.parametrize("ships", [True, False])
+def test_merge_page_starts_in_fp32_on_a_zoo_that_ships_first_views(zoo_env, monkeypatch, ships):
+    """Where bf16 is native the Merge page starts in bf16, unless the zoo ships (fp32) first views: then it starts
+    in fp32, so they are read rather than recomputed in another precision."""
+    import tara_core.firstview as firstview
+    import tara_core.precision as precision
+
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": True)
+    monkeypatch.setattr(firstview, "ships_first_views", lambda zoo: ships)
+    at = _app("pages/merge.py", eval_preview=5, eval_limit=20, merge_prefetch=False)
+    assert not at.exception, at.exception
+    assert at.toggle(key="merge_bf16").value is (not ships)
 
 
 def test_merge_page_data_free_method(zoo_env):

@@ -18,8 +18,9 @@ from tara_core.tara import build_parameterization
 from tara_core.zoo import open_zoo
 from zoo_fixture import build_tiny_zoo
 
-# lr 5e-3, not the default 1e-2: with 32 unlabeled inputs per task, 60 steps at 1e-2 overshoot near the vertices on
-# this tiny random zoo (task 2's KL at ρ_2 = 0.9 is 0.019 against 0.011 at 0.6, both at noise level)
+# lr 5e-3 (the default; set here so the tests do not follow a change of it): with 32 unlabeled inputs per task,
+# 60 steps at 1e-2 overshoot near the vertices on this tiny random zoo (task 2's KL at ρ_2 = 0.9 is 0.019 against
+# 0.011 at 0.6, both at noise level)
 FIT = {"steps": 60, "batch_size": 8, "seed": 0, "lr": 5e-3}
 
 
@@ -87,8 +88,9 @@ def test_untrained_model_is_task_arithmetic_with_weights_n_rho(zoo):
         for rho in ([1 / 3] * 3, [0.6, 0.3, 0.1], [0.0, 0.0, 1.0]):
             phi = model.phi(rho)
             ta = merge(zoo.adapters, "ta", **{"lambda": 0.4, "weights": [3 * r for r in rho]})
-            for m, delta in param.deltas(phi).items():
-                assert torch.allclose(delta.materialize(), ta.dense(m), atol=1e-5)
+            for m, delta in param.deltas(phi).items():  # fp32 rounding relative to the entries' scale (up to ~25)
+                dense = ta.dense(m)
+                assert torch.allclose(delta.materialize(), dense, atol=1e-5 * dense.abs().max().item())
 
 
 def test_features_vanish_at_uniform_and_samples_live_on_the_simplex():

@@ -346,6 +346,7 @@ def test_precompute_ships_the_preference_model_and_first_views(tiny_zoo, tmp_pat
     assert firstview.evaluation(zoo, "tara-b-pareto", rho=[1 / n] * n, limit=10)["accuracy"]
     assert firstview.evaluation(zoo, "ta", limit=10)["accuracy"]
     assert len(firstview.coverage_frame(zoo)) > 0
+    assert firstview.ships_first_views(zoo) and not firstview.ships_first_views(open_zoo(tiny_zoo))
 
 
 def test_concurrent_first_access_loads_the_backbone_once(tiny_zoo, monkeypatch):
@@ -448,3 +449,14 @@ def test_next_rhos_are_steps_and_ends_of_the_sliders():
     assert next_rhos([0.0, 0.0]) == [[1.0, 0.0], [0.0, 1.0]]  # all at 0 is uniform; one step up is a vertex
     # 0.1 or 1 for the first slider normalize to where it is, its 0 to uniform; the second's step up duplicates it
     assert next_rhos([0.05, 0.0], step=0.05) == [[0.5, 0.5], [0.047619, 0.952381]]
+
+
+def test_first_view_rhos_cover_every_value_of_every_slider():
+    from tara_core.firstview import first_view_rhos, next_rhos, normalized_rho
+
+    shipped = first_view_rhos(3)
+    assert shipped[:len(next_rhos([1.0] * 3))] == next_rhos([1.0] * 3)  # the first slider's list first, as before
+    for k in range(3):  # any click on any slider's track (others at 1) is shipped
+        for i in range(20):
+            assert normalized_rho([round(0.05 * i, 2) if j == k else 1.0 for j in range(3)]) in shipped
+    assert normalized_rho([1.0] * 3) not in shipped and len(shipped) == len({tuple(r) for r in shipped})
