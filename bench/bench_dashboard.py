@@ -11,6 +11,8 @@ Starts ``streamlit run app.py`` on the chosen zoo (default demo-text) and drives
   warm server has not evaluated yet;
 * **far**: ``--far`` mouse clicks on the first slider's track at 30 %, 70 %, 45 %, ... of its length: values
   between the prefetched ones (steps and ends), the time until the quick estimate is shown;
+* **other clicks**: at the end, in a new session, ``--other-clicks`` mouse clicks mid-track on the other sliders
+  (last first) from its first view, each put back at 1: the time until the quick estimate is shown;
 * **rapid**: ``--rapid`` times, a step of the second slider (a new ρ), then 0.5 s after its quick estimate is
   shown (while the larger evaluation runs) the first slider to 0 or back to 1: the time until that second
   release's quick estimate is shown (a move must not wait for the previous move's larger evaluation).
@@ -68,13 +70,16 @@ def main() -> None:
                                                        "nothing prefetched")
     ap.add_argument("--rapid", type=int, default=2, help="second releases during the previous move's larger "
                                                          "evaluation")
+    ap.add_argument("--other-clicks", type=int, default=0, help="at the end, a new session's first view: mouse "
+                                                               "clicks mid-track on other sliders (last first), each "
+                                                               "then put back at 1")
     ap.add_argument("--script", default="dashboard.py", help="what `streamlit run` serves: dashboard.py (the "
                                                                "README's command) or app.py (no server-start imports)")
     ap.add_argument("--screenshot", help="save the Merge page after the last move to this PNG (and the Pareto, "
                                          "Coverage and Anisotropy first views next to it)")
     args = ap.parse_args()
     console = Console()
-    views, moves, far, rapid = [], [], [], []
+    views, moves, far, rapid, others = [], [], [], [], []
     cache = tempfile.mkdtemp(prefix="tara-bench-cache-")  # a new user's empty cache: only what the zoo ships
     started = time.perf_counter()
     with streamlit_server({"TARA_DEFAULT_ZOO": args.zoo, "TARA_CACHE": cache}, timeout=300, script=args.script) as url, \
@@ -150,6 +155,28 @@ def main() -> None:
             page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
             wait_idle(page, 300_000)
             page.screenshot(path=args.screenshot, full_page=True)
+        if args.other_clicks:  # a new session: its first view, then clicks mid-track on other sliders
+            page.goto(url)
+            page.get_by_text("Adapters ·").wait_for(timeout=300_000)
+            goto_page(page, "Merge")
+            page.get_by_text(LABEL).wait_for(timeout=600_000)
+            wait_idle(page, 600_000)
+        sliders = page.locator("[data-testid=stSidebar]").get_by_role("slider")
+        for k, frac in list(zip(range(sliders.count() - 1, 0, -1), (0.4, 0.75, 0.2)))[:args.other_clicks]:
+            other = sliders.nth(k)  # a click mid-track on another slider, then back to 1
+            name = other.get_attribute("aria-label")
+            other.scroll_into_view_if_needed()
+            box = other.locator("xpath=../../..").bounding_box()
+            t0 = time.perf_counter()
+            page.mouse.click(box["x"] + frac * box["width"], box["y"] + box["height"] / 2)
+            page.get_by_text(f"{name} (ρ =").wait_for(timeout=300_000)  # the moved task's metric: its estimate
+            others.append({"slider": name, "at": frac, "shown": time.perf_counter() - t0})
+            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
+            wait_idle(page, 300_000, settle_ms=0)
+            other.focus()
+            other.press("End")
+            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
+            wait_idle(page, 300_000, settle_ms=0)
     shutil.rmtree(cache, ignore_errors=True)
     where = f"{cpu_name()}, fp32 unless bf16 is native (native: {bf16_is_native('cpu')})"
     t1 = Table(title=f"{args.zoo}: first view of each page (real server, Chromium; {where})")
@@ -176,6 +203,13 @@ def main() -> None:
         for m in far:
             t4.add_row(str(m["to"]), f"{m['shown']:.2f}")
         console.print(t4)
+    if others:
+        t5 = Table(title=f"{args.zoo}: from a new session's first view, a mouse click mid-track on another slider")
+        for col in ("slider", "click at", "its quick estimate shown, s"):
+            t5.add_column(col)
+        for m in others:
+            t5.add_row(m["slider"], f"{m['at']:.0%} of the track", f"{m['shown']:.2f}")
+        console.print(t5)
     if rapid:
         t3 = Table(title=f"{args.zoo}: a release 0.5 s into the previous move's larger evaluation")
         t3.add_column("release (first slider, after a step of the second)")

@@ -14,10 +14,9 @@ from studio import (PALETTE, cached_eval, cached_individual, current_rho, get_pa
                     preference_model, selection, slider_values)
 from tara_core.diagnostics import split_module_name
 from tara_core.evaluate import evaluate
-from tara_core.firstview import DEFAULTS, evaluation, next_rhos, normalized_rho, ships_first_views
+from tara_core.firstview import DEFAULTS, default_bf16, evaluation, next_rhos, normalized_rho
 from tara_core.methods import get_method
 from tara_core.optimize import merge_from_phi
-from tara_core.precision import bf16_is_native
 from tara_core.run import run_method
 
 zoo, tasks = selection()
@@ -43,7 +42,7 @@ preview = c1.number_input("quick estimate on (test examples per task)", 5, 500, 
                           key="eval_preview", help="Shown right after a slider move")
 limit = c2.number_input("then on (test examples per task)", 20, 2000, DEFAULTS["merge"]["limit"], 20,
                         key="eval_limit", help="Computed right after the quick estimate (interrupted by a new move)")
-bf16 = c3.toggle("bf16 (fast)", value=bf16_is_native(zoo.device) and not ships_first_views(zoo), key="merge_bf16",
+bf16 = c3.toggle("bf16 (fast)", value=default_bf16(zoo), key="merge_bf16",
                  help="bfloat16 matmuls, on by default only where the CPU/GPU has them natively and the zoo ships no "
                       "fp32 first views (the demo zoos do: they stay fp32 so what is shipped is read, not recomputed); "
                       "off: fp32, the precision of the CLI's tables.")

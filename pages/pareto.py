@@ -3,9 +3,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from studio import PALETTE, cached_front, current_rho, selection
-from tara_core.firstview import DEFAULTS
+from tara_core.firstview import DEFAULTS, default_bf16
 from tara_core.pareto import hypervolume
-from tara_core.precision import bf16_is_native
 
 zoo, tasks = selection()
 st.title("Two-task Pareto fronts")
@@ -32,8 +31,9 @@ c3, c4, c5 = st.columns(3)
 points = c3.slider("points per method", 3, 11, D["points"], key="pareto_points")
 steps = c4.number_input("per-ρ methods: steps at the first point", 5, 500, D["steps"], 5, key="pareto_steps")
 limit = c5.number_input("test examples per task", 20, 1000, D["limit"], 20, key="pareto_limit")
-bf16 = st.toggle("bf16 (fast)", value=bf16_is_native(zoo.device), key="pareto_bf16",
-                 help="bfloat16 matmuls where the hardware has them natively (about 2× faster); off: fp32")
+bf16 = st.toggle("bf16 (fast)", value=default_bf16(zoo), key="pareto_bf16",
+                 help="bfloat16 matmuls, on by default where the hardware has them natively (about 2× faster) and "
+                      "the zoo ships no fp32 first views (the demo zoos do); off: fp32")
 pair = (zoo.task_names.index(a), zoo.task_names.index(b))
 with st.spinner(f"Sweeping {len(methods)} methods × {points} points..."):
     df = cached_front(zoo.name, pair, tuple(methods), int(points), int(steps), int(limit), tuple(tasks), bf16)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .results import cached_result, results_used, writing_to_zoo
 
-__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "normalized_rho", "next_rhos", "first_view_rhos", "ships_first_views", "individual", "coverage_frame",
+__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "normalized_rho", "next_rhos", "first_view_rhos", "ships_first_views", "default_bf16", "individual", "coverage_frame",
            "anisotropy_frame", "front", "osrm_report", "precompute", "preference_source"]
 
 DEFAULTS = {
@@ -76,11 +76,19 @@ def first_view_rhos(n: int) -> list[list[float]]:
 
 
 def ships_first_views(zoo) -> bool:
-    """Whether ``zoo`` ships precomputed first views (``zoo precompute``: ``<zoo>/results/``, in fp32). The Merge
-    page then starts in fp32 even where bf16 is native, so its first view and its prefetched moves are read from
-    the zoo, and every number it shows is comparable with the shipped ones."""
+    """Whether ``zoo`` ships precomputed first views (``zoo precompute``: ``<zoo>/results/``, in fp32). The pages
+    then start in fp32 even where bf16 is native (:func:`default_bf16`), so their first views and the Merge page's
+    prefetched moves are read from the zoo, and every number shown is comparable with the shipped ones."""
     folder = getattr(zoo, "folder", None)
     return folder is not None and any((Path(folder) / "results").glob("*.json"))
+
+
+def default_bf16(zoo) -> bool:
+    """The pages' bf16 default: where bf16 is native (:func:`~tara_core.precision.bf16_is_native`) and the zoo
+    ships no (fp32) first views; on the demo zoos the pages start in fp32 everywhere."""
+    from . import precision
+
+    return precision.bf16_is_native(zoo.device) and not ships_first_views(zoo)
 
 
 def preference_source(zoo, method: str, params: dict | None, tasks: Sequence[int]) -> str | None:

@@ -147,9 +147,9 @@ def test_merge_page_prefetches_the_likely_next_rhos(zoo_env, monkeypatch):
 
 
 @pytest.mark.parametrize("ships", [True, False])
-def test_merge_page_starts_in_fp32_on_a_zoo_that_ships_first_views(zoo_env, monkeypatch, ships):
-    """Where bf16 is native the Merge page starts in bf16, unless the zoo ships (fp32) first views: then it starts
-    in fp32, so they are read rather than recomputed in another precision."""
+def test_pages_start_in_fp32_on_a_zoo_that_ships_first_views(zoo_env, monkeypatch, ships):
+    """Where bf16 is native the Merge and Pareto pages start in bf16, unless the zoo ships (fp32) first views:
+    then they start in fp32, so those are read rather than recomputed in another precision."""
     import tara_core.firstview as firstview
     import tara_core.precision as precision
 
@@ -158,6 +158,10 @@ def test_merge_page_starts_in_fp32_on_a_zoo_that_ships_first_views(zoo_env, monk
     at = _app("pages/merge.py", eval_preview=5, eval_limit=20, merge_prefetch=False)
     assert not at.exception, at.exception
     assert at.toggle(key="merge_bf16").value is (not ships)
+    if ships:  # the Pareto page's first view on the tiny zoo is a sweep: checked once
+        at = _app("pages/pareto.py", pareto_points=3, pareto_steps=5, pareto_limit=20)
+        assert not at.exception, at.exception
+        assert at.toggle(key="pareto_bf16").value is False
 
 
 def test_merge_page_data_free_method(zoo_env):
