@@ -8,15 +8,15 @@ exactly those for a zoo (``zoo precompute``, also the last step of ``zoo build``
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
 
 from .results import cached_result, results_used, writing_to_zoo
 
-__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "normalized_rho", "next_rhos", "first_view_rhos", "ships_first_views", "default_bf16", "individual", "coverage_frame",
-           "anisotropy_frame", "front", "osrm_report", "precompute", "preference_source"]
+__all__ = ["DEFAULTS", "osrm_configs", "evaluation", "normalized_rho", "next_rhos", "first_view_rhos",
+           "ships_first_views", "default_bf16", "individual", "coverage_frame", "anisotropy_frame", "front",
+           "osrm_report", "precompute", "preference_source"]
 
 DEFAULTS = {
     "merge": {"method": "tara-b-pareto", "preview": 10, "limit": 100, "slider_step": 0.05},
@@ -79,8 +79,7 @@ def ships_first_views(zoo) -> bool:
     """Whether ``zoo`` ships precomputed first views (``zoo precompute``: ``<zoo>/results/``, in fp32). The pages
     then start in fp32 even where bf16 is native (:func:`default_bf16`), so their first views and the Merge page's
     prefetched moves are read from the zoo, and every number shown is comparable with the shipped ones."""
-    folder = getattr(zoo, "folder", None)
-    return folder is not None and any((Path(folder) / "results").glob("*.json"))
+    return any(name.startswith("results/") for name in zoo.manifest.files)  # listed, so hash-checked
 
 
 def default_bf16(zoo) -> bool:
