@@ -45,12 +45,15 @@ class MergeData:
     teachers: list[torch.Tensor] | None = None
 
     @classmethod
-    def from_zoo(cls, zoo, tasks: Sequence[int] | None = None) -> "MergeData":
+    def from_zoo(cls, zoo, tasks: Sequence[int] | None = None, merge_set: int | None = None) -> "MergeData":
+        """The zoo's merge data for ``tasks``; ``merge_set`` unlabeled inputs per task (default: each task's val
+        split; more adds the zoo's shipped pool, :meth:`tara_core.zoo.Zoo.merge_set`). The anchors z_i stay the
+        zoo's (measured on val)."""
         tasks = list(range(len(zoo.task_names))) if tasks is None else list(tasks)
         infos = [zoo.manifest.tasks[i] for i in tasks]
         z = [t.anchor_entropy for t in infos]
         anchors = None if any(v is None for v in z) else torch.tensor(z, dtype=torch.float32)
-        return cls(zoo.backbone, [zoo.heads[i] for i in tasks], [zoo.data[i].val for i in tasks], anchors,
+        return cls(zoo.backbone, [zoo.heads[i] for i in tasks], [zoo.merge_set(i, merge_set) for i in tasks], anchors,
                    [t.name for t in infos])
 
     def subset(self, tasks: Sequence[int]) -> "MergeData":

@@ -425,7 +425,7 @@ def _find_or_fit(zoo, variant, tasks, cfg, param, progress, should_cancel, log):
                 return load_model(path, {**expect, "settings": cfg.fit_fields()}), path.with_suffix(".safetensors")
     if log:
         log(f"fitting the {variant} preference model on {', '.join(names)} ({cfg.steps} steps)")
-    data = MergeData.from_zoo(zoo, tasks)
+    data = MergeData.from_zoo(zoo, tasks, cfg.merge_set)
     model = fit_preference_model(data, adapters, variant, cfg, param, progress, should_cancel)
     if model.meta["steps_run"] < cfg.steps:  # cancelled: usable now, never cached as a finished fit
         return model, None

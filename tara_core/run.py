@@ -34,7 +34,7 @@ def run_method(zoo, method: str, params: dict | None = None, rho: Sequence[float
     if spec.preference_of:
         return run_preference(zoo, spec.name, resolved, rho, tasks, adapters, param=param, progress=progress,
                               should_cancel=should_cancel)
-    record = optimize(MergeData.from_zoo(zoo, tasks), adapters, method, rho=rho, config=resolved,
+    record = optimize(MergeData.from_zoo(zoo, tasks, resolved.get("merge_set")), adapters, method, rho=rho, config=resolved,
                       warm_start=warm_start, param=param, progress=progress, should_cancel=should_cancel,
                       on_best=on_best, on_step=on_step)
     return to_merge_result(record, adapters, method), record
@@ -67,7 +67,7 @@ def run_preference(zoo, method: str, resolved: dict, rho, tasks: list[int], adap
     record = OptimizeResult(spec.preference_of, rho_t.tolist(), phi, phi, 0, config=cfg.model_dump())
     record.param = param
     if cfg.refine_steps:
-        data = MergeData.from_zoo(zoo, tasks)
+        data = MergeData.from_zoo(zoo, tasks, cfg.merge_set)
         data.teachers = model.teachers
         record = optimize(data, adapters, spec.preference_of, rho=rho_t.tolist(), config=refine_config(cfg),
                           warm_start=phi, param=param, progress=progress, should_cancel=should_cancel)

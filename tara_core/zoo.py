@@ -6,9 +6,12 @@ A zoo is a folder with ``zoo.json`` (validated by :class:`ZooManifest`) and the 
     adapters/<task>/         PEFT LoRA adapter folders
     heads.safetensors        one frozen head per task ("<task>" → C × d class embeddings)
     data/<task>.json.gz      {"val": [inputs...], "test": {"inputs": [...], "labels": [...]}}
+    data/<task>.extra.json.gz  optional: {"pool": [inputs...], "dev": {"inputs": [...], "labels": [...]}}
 
 ``val`` is the unlabeled split merging methods may look at (TARA, AdaMerging); ``test`` is for evaluation
-only. The split sizes and seed are recorded per task; ``zoo verify`` re-hashes every file and checks that
+only. The optional extra file holds a larger **unlabeled pool** (a merge set of more than ``val``:
+``merge_set``) and a **labeled dev split** for choosing hyperparameters without touching test; both are
+disjoint from val and test, are read only when asked for (:meth:`Zoo.extra`), and their sizes are recorded. The split sizes and seed are recorded per task; ``zoo verify`` re-hashes every file and checks that
 the shipped adapters reproduce the recorded individual accuracies.
 """
 from __future__ import annotations
@@ -38,7 +41,7 @@ def _shipped_zoos() -> Path:
 
 REPO_ZOOS = _shipped_zoos()
 
-__all__ = ["ZooError", "ZooManifest", "Zoo", "TaskData", "zoo_paths", "list_zoos", "open_zoo", "file_sha256"]
+__all__ = ["ZooError", "ZooManifest", "Zoo", "TaskData", "TaskExtra", "zoo_paths", "list_zoos", "open_zoo", "file_sha256"]
 
 
 def _loaded_once(load):
@@ -94,6 +97,9 @@ class SplitInfo(_Strict):
     val: int
     test: int
     rule: str = ""
+    pool: int = 0  # extra unlabeled inputs in the task's extra file (merge sets beyond val)
+    dev: int = 0  # labeled dev examples in the task's extra file
+    extra_rule: str = ""  # where the pool and dev split come from
 
 
 class TaskInfo(_Strict):
@@ -106,6 +112,7 @@ class TaskInfo(_Strict):
     splits: SplitInfo
     adapter: str
     data: str
+    extra: str | None = None  # data/<task>.extra.json.gz: unlabeled pool and labeled dev split (Zoo.extra)
     individual_accuracy: float | None = None  # %, test split, adapter alone
     base_accuracy: float | None = None  # %, test split, base + head alone
     anchor_entropy: float | None = None  # z_i: mean val entropy with adapter i alone
@@ -147,6 +154,13 @@ class TaskData:
         return self.info.name
 
 
+class TaskExtra:
+    """One task's optional study data: an unlabeled pool beyond val, and a labeled dev split."""
+
+    def __init__(self, pool: list, dev_inputs: list, dev_labels: torch.Tensor):
+        self.pool, self.dev_inputs, self.dev_labels = pool, dev_inputs, dev_labels
+
+
 def manifest_digest(manifest: dict) -> str:
     """SHA-256 of the manifest's canonical JSON (sorted keys, no whitespace) without its ``digest`` field: any
     edit of zoo.json — an accuracy, an anchor, a file hash, a deleted entry — changes it."""
@@ -173,7 +187,7 @@ def list_zoos() -> list[Path]:
     found = []
     for root in zoo_paths():
         if root.is_dir():
-            found += sorted(p for p in root.iterdir() if (p / "zoo.json").is_file())
+            found += sorted(p for p in root.iterdir() if (p / "zoo.json").is_file() and not p.name.startswith("."))
     return found
 
 
@@ -262,6 +276,44 @@ class Zoo:
             out.append(TaskData(t, val, inputs, labels))
         return out
 
+    def extra(self, task: int) -> TaskExtra:
+        """Task ``task``'s unlabeled pool and labeled dev split (its extra file), read on first use; a task
+        without one has an empty pool and dev split."""
+        key = ("extra", task)
+        if key in self.memo:
+            return self.memo[key]
+        info = self.manifest.tasks[task]
+        if info.extra is None:
+            extra = TaskExtra([], [], torch.zeros(0, dtype=torch.long))
+        else:
+            path = inside(self.folder, info.extra, "zoo.json path")
+            try:
+                payload = json.loads(gzip.decompress(path.read_bytes()))
+                pool, dev = list(payload["pool"]), payload["dev"]
+                dev_inputs, dev_labels = list(dev["inputs"]), torch.tensor(dev["labels"], dtype=torch.long)
+            except (OSError, ValueError, KeyError, EOFError, TypeError) as exc:
+                raise ZooError(f"{path}: cannot read the task's pool and dev split ({exc})") from None
+            if len(pool) != info.splits.pool or len(dev_inputs) != info.splits.dev or len(dev_labels) != len(dev_inputs):
+                raise ZooError(f"{path}: pool or dev sizes differ from the manifest")
+            if dev_labels.numel() and (dev_labels.min() < 0 or dev_labels.max() >= len(info.classes)):
+                raise ZooError(f"{path}: dev labels outside the task's {len(info.classes)} classes")
+            extra = TaskExtra(pool, dev_inputs, dev_labels)
+        return self.memo.setdefault(key, extra)
+
+    def merge_set(self, task: int, size: int | None = None) -> list:
+        """The unlabeled inputs a data-driven merge sees for ``task``: its val split (``size`` None or ≤ val:
+        the first ``size`` of val), or val followed by the first inputs of its pool."""
+        val = self.data[task].val
+        if size is None:
+            return val
+        if size <= len(val):
+            return list(val[:size])
+        pool = self.extra(task).pool
+        if size > len(val) + len(pool):
+            raise ZooError(f"task {self.manifest.tasks[task].name!r}: merge_set {size} > its {len(val)} val + "
+                           f"{len(pool)} pool inputs")
+        return list(val) + pool[:size - len(val)]
+
     @staticmethod
     def _image_rows(task: TaskInfo, part: dict, opened: dict):
         from .sources import ImageSplit, open_image_dataset
@@ -322,7 +374,7 @@ class Zoo:
         """Every file or folder zoo.json points into. Relative paths must stay inside the zoo folder (no
         ``..`` escape); absolute ones are the user's own files an imported zoo reads in place (their weight
         and config files are listed, and so hash-checked, like the zoo's own)."""
-        refs = [self.manifest.heads] + [p for t in self.manifest.tasks for p in (t.adapter, t.data)]
+        refs = [self.manifest.heads] + [p for t in self.manifest.tasks for p in (t.adapter, t.data, t.extra) if p]
         if self.manifest.base.source == "zoo":
             refs.append(self.manifest.base.path)
         return [Path(rel) if Path(rel).is_absolute() and rel in (t.adapter for t in self.manifest.tasks)

@@ -460,3 +460,74 @@ def test_first_view_rhos_cover_every_value_of_every_slider():
         for i in range(20):
             assert normalized_rho([round(0.05 * i, 2) if j == k else 1.0 for j in range(3)]) in shipped
     assert normalized_rho([1.0] * 3) not in shipped and len(shipped) == len({tuple(r) for r in shipped})
+
+
+def test_extend_adds_pools_and_dev_splits_the_merge_set_reads(tiny_zoo, tmp_path, monkeypatch):
+    """`zoo extend` writes each task's unlabeled pool and labeled dev split from its recipe, seals them in zoo.json
+    and refits what depends on the files; merge_set then reads val followed by the pool, and the reference step
+    rule follows the larger merge set."""
+    from tara_core import firstview
+    from tara_core.methods.learned import PreferenceConfig
+    from tara_core.optimize import MergeData
+    from tara_core.recipes.extra import extend_zoo
+    from tara_core.run import run_method
+
+    folder = tmp_path / "tiny-text"
+    shutil.copytree(tiny_zoo, folder)
+    monkeypatch.setattr(firstview, "DEFAULTS", {**firstview.DEFAULTS, "merge": {**firstview.DEFAULTS["merge"],
+                                                                              "preview": 5, "limit": 10},
+                                                "pareto": {**firstview.DEFAULTS["pareto"], "steps": 5}})
+    monkeypatch.setattr(PreferenceConfig.model_fields["steps"], "default", 5)
+    assert main(["zoo", "extend", str(folder)]) == 0
+    zoo = open_zoo(folder)  # digest and every hash, the extra files listed
+    assert {f"data/task{t}.extra.json.gz" for t in range(3)} <= set(zoo.manifest.files)
+    assert "preference/tara-b.safetensors" in zoo.manifest.files
+    for t, info in enumerate(zoo.manifest.tasks):
+        extra = zoo.extra(t)
+        assert (info.splits.pool, info.splits.dev) == (len(extra.pool), len(extra.dev_inputs)) == (32, 6)
+        assert info.splits.extra_rule and zoo.manifest.build["config"]["merge_set_size"] == 40
+        assert not {_key(x) for x in extra.pool} & {_key(x) for x in zoo.data[t].test_inputs}
+    again = tmp_path / "again" / "tiny-text"  # the same recipe and config give the same bytes
+    shutil.copytree(tiny_zoo, again)
+    from tara_core.recipes.extra import write_task_extra
+    import zoo_fixture
+
+    task = {"name": "task1", "splits": {}}
+    write_task_extra(again, task, *zoo_fixture.task_study_splits(1, zoo_fixture.DEFAULTS), zoo_fixture.STUDY_RULE)
+    assert (again / task["extra"]).read_bytes() == (folder / task["extra"]).read_bytes()
+
+    assert zoo.merge_set(0) is zoo.data[0].val and zoo.merge_set(0, 5) == zoo.data[0].val[:5]
+    assert zoo.merge_set(0, 20) == list(zoo.data[0].val) + zoo.extra(0).pool[:12]
+    with pytest.raises(ZooError, match="merge_set 41 > its 8 val \\+ 32 pool inputs"):
+        zoo.merge_set(0, 41)
+    assert [len(v) for v in MergeData.from_zoo(zoo, [0, 2], merge_set=40).val] == [40, 40]
+    # the reference rule: epochs × min(50, batches of the smallest merge set): 8 inputs → 1 batch of 16, 40 → 3
+    _, small = run_method(zoo, "tara-b", {"epochs": 1})
+    _, large = run_method(zoo, "tara-b", {"epochs": 1, "merge_set": 40})
+    assert (small.steps_run, large.steps_run) == (1, 3)
+    assert any(not torch.equal(a, b) for a, b in zip(small.phi.values(), large.phi.values()))
+
+
+def test_a_zoo_extra_file_that_disagrees_with_its_manifest_is_refused(tiny_zoo, tmp_path):
+    from tara_core.recipes import hash_files
+    from tara_core.recipes.extra import write_task_extra
+
+    folder = tmp_path / "tiny-text"
+    shutil.copytree(tiny_zoo, folder)
+    manifest = json.loads((folder / "zoo.json").read_text())
+    write_task_extra(folder, manifest["tasks"][0], ["red cat"] * 3, ["big dog", "sun"], [0, 1], "test")
+    manifest["tasks"][0]["splits"]["pool"] = 4  # the file has 3
+    manifest["files"] = hash_files(folder)
+    write_manifest(folder, manifest)
+    zoo = open_zoo(folder)
+    assert zoo.extra(1).pool == [] and zoo.merge_set(1, 8) == list(zoo.data[1].val)  # a task without one
+    with pytest.raises(ZooError, match="pool or dev sizes differ from the manifest"):
+        zoo.extra(0)
+    with pytest.raises(ZooError, match="does not define a pool and a dev split"):
+        manifest["build"]["recipe"] = "tara_core.recipes.local"
+        write_manifest(folder, manifest)
+        from tara_core.recipes.extra import extend_zoo
+
+        extend_zoo(folder)
+    with pytest.raises(ValueError, match="2 dev inputs but 1 labels"):
+        write_task_extra(folder, manifest["tasks"][1], [], ["a", "b"], [0], "test")

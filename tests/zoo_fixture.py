@@ -46,6 +46,17 @@ def task_split(t: int, cfg: dict):
     return inputs, labels, [f"c{k}" for k in range(2 + t)], (list(range(16)), [], [])
 
 
+# ... and for `zoo extend`: a pool and a dev split per task, disjoint from val and test (other seeds)
+DEFAULTS = {**TINY_RECIPE, "dev_size": 6, "merge_set_size": 40}
+STUDY_RULE = "synthetic sentences from other seeds than val and test"
+
+
+def task_study_splits(t: int, cfg: dict):
+    pool = sentences(400 + t, cfg["merge_set_size"] - 8)  # the tiny zoo's val has 8 inputs
+    dev = sentences(500 + t, cfg["dev_size"])
+    return pool, dev, [len(s.split()) % (2 + t) for s in dev]
+
+
 def finetune_lora(*args, **kwargs):
     from tara_core.recipes.demo_text import finetune_lora as real
 

@@ -1,4 +1,4 @@
-"""``zoo list|build|import|verify|precompute`` and ``osrm``: the zoos the other commands run on."""
+"""``zoo list|build|import|verify|precompute|extend`` and ``osrm``: the zoos the other commands run on."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,6 +48,13 @@ def cmd_zoo(args) -> int:
             precompute_zoo(osrm_target, log=console.print)
         precompute_zoo(target, log=console.print)
         return 0
+    if args.action == "extend":
+        from ..recipes.extra import extend_zoo
+
+        extend_zoo(find_zoo(args.name), log=console.print)
+        console.print(f"{args.name}: unlabeled pools and dev splits written, preference models and first views "
+                      "up to date")
+        return 0
     if args.action == "precompute":
         from ..recipes import precompute_zoo
 
@@ -63,6 +70,11 @@ def cmd_zoo(args) -> int:
         kinds[rel.split("/")[0] if "/" in rel else rel] = kinds.get(rel.split("/")[0] if "/" in rel else rel, 0) + 1
     console.print(f"{zoo.name}: zoo.json's digest matches; {len(zoo.manifest.files)} files match their SHA-256 "
                   f"({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))}); no unlisted files")
+    for i, task in enumerate(zoo.manifest.tasks):
+        if task.extra:
+            extra = zoo.extra(i)  # reads and checks the sizes against the manifest
+            console.print(f"  {task.name}: merge set up to {len(zoo.data[i].val) + len(extra.pool)} unlabeled "
+                          f"(val {len(zoo.data[i].val)} + pool {len(extra.pool)}), dev {len(extra.dev_inputs)} labeled")
     bad = []
     for i, task in enumerate(zoo.manifest.tasks):
         with progress_bar(f"{task.name}: its adapter alone on {len(zoo.data[i].test_labels)} test examples", "") as p:
@@ -109,10 +121,11 @@ def register(sub) -> None:
     p = add_command(sub, "zoo", "list, build, import, verify or precompute zoos",
                     "Zoos are a base, one adapter per task and the tasks' data. list: the zoos found; build: a demo zoo "
                     "from its recipe; import: a zoo from your own files (a YAML spec); verify: check every hash and "
-                    "re-measure each adapter; precompute: fit the preference model and the dashboard's first views.",
+                    "re-measure each adapter; precompute: fit the preference model and the dashboard's first views; "
+                    "extend: add a demo zoo's unlabeled pools and labeled dev splits (merge_set, bench_fidelity.py).",
                     ["zoo list", "zoo verify demo-text", "zoo build demo-vision --osrm", "zoo import my-zoo.yaml --out ~/zoos",
-                     "zoo precompute demo-text"])
-    p.add_argument("action", choices=("list", "build", "import", "verify", "precompute"), help="what to do")
+                     "zoo precompute demo-text", "zoo extend demo-text"])
+    p.add_argument("action", choices=("list", "build", "import", "verify", "precompute", "extend"), help="what to do")
     p.add_argument("name", nargs="?", help="zoo name (or folder, for verify; the spec file, for import)")
     p.add_argument("--out", help="build/import: parent folder (default: the repo's zoos/)")
     p.add_argument("--overwrite", action="store_true",

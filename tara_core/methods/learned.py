@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .base import MergeError, Param
 
 
+MERGE_SET_HELP = ("unlabeled inputs per task (default: the zoo's val split, 256 on the demo zoos; more adds the "
+                  "first inputs of the zoo's shipped unlabeled pool)")
+
+
 class OptimizeConfig(BaseModel):
     """Settings of a data-driven merge; unknown names and out-of-range values are rejected."""
 
@@ -27,6 +31,7 @@ class OptimizeConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate")
     weight_decay: float = Field(0.01, ge=0, le=10, description="AdamW weight decay (PyTorch's default; pulls φ to 0)")
     batch_size: int = Field(16, ge=1, le=4096, description="unlabeled examples per task per step")
+    merge_set: int | None = Field(None, ge=1, le=1_000_000, description=MERGE_SET_HELP)
     phi_init: float = Field(0.4, ge=-100, le=100, description="initial coefficient (0.4 = Task Arithmetic with λ = 0.4)")
     start: Literal["fixed", "ta-kl"] = Field(
         "fixed", description="where φ starts: fixed at phi_init (the paper), or ta-kl: at the Task Arithmetic λ "
@@ -66,6 +71,7 @@ class PreferenceConfig(BaseModel):
                                                                           "or cosine decay from lr to 0")
     weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay of the profiles")
     batch_size: int = Field(16, ge=1, le=4096, description="unlabeled examples per task per step")
+    merge_set: int | None = Field(None, ge=1, le=1_000_000, description=MERGE_SET_HELP)
     phi_init: float = Field(0.4, ge=-10, le=10, description="φ at uniform ρ before fitting (TA, λ = 0.4)")
     features: Literal["linear", "quadratic", "rational"] = Field(
         "linear", description="ψ(ρ): x = N ρ − 1 (linear), with x² (quadratic) or with x/(x+2) (rational)")
@@ -108,7 +114,7 @@ class PreferenceConfig(BaseModel):
 
 
 # the value every fit had before the field existed: recorded only when it differs
-FIELDS_ADDED_LATER = {"schedule": "constant", "scale_form": "affine"}
+FIELDS_ADDED_LATER = {"schedule": "constant", "scale_form": "affine", "merge_set": None}
 
 
 def _parse(cls, params: dict):

@@ -205,3 +205,4 @@ def _precompute_zoo(folder: Path, log, variants, refit: bool) -> list[str]:
     manifest["files"] = hash_files(folder)
     write_manifest(folder, manifest)
     return written
+

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import text_sources
+from .extra import write_task_extra
 
 NEWSGROUP_TOPICS = {
     "alt.atheism": "atheism", "comp.graphics": "computer graphics",
@@ -84,7 +85,7 @@ TASKS = [
 ]
 
 DEFAULTS = dict(seed=0, steps=300, batch_size=32, lr=1e-3, r=8, alpha=16, max_length=32, logit_scale=20.0,
-                train_size=4000, val_size=256, test_size=500,
+                train_size=4000, val_size=256, test_size=500, dev_size=200, merge_set_size=4000,
                 target_modules=["query", "key", "value", "attention.output.dense"])
 
 
@@ -127,13 +128,24 @@ def _embed(encoder, texts: list[str], model=None, batch_size: int = 128) -> torc
     return torch.cat(outs)
 
 
-def held_out(t_idx: int, n: int, cfg: dict | None = None) -> tuple[list[str], list[int]]:
-    """The first ``n`` held-out texts of task ``t_idx`` with their labels (:func:`held_out_indices`; needs the
-    data packages of ``setup.sh --build``). The zoo's splits are unchanged."""
-    cfg = {**DEFAULTS, **(cfg or {})}
-    texts, labels, _, _ = task_split(t_idx, cfg)
-    rows = held_out_indices(texts, cfg["seed"] + t_idx, (cfg["test_size"], cfg["val_size"], cfg["train_size"]))[:n]
-    return [texts[i] for i in rows], [labels[i] for i in rows]
+STUDY_RULE = ("dev: the first held-out texts (de-duplicated, same seeded shuffle, after test | val | train); "
+              "pool: the held-out texts after them, unlabeled; disjoint from every split and the adapters' training data")
+
+
+def study_splits(texts: list[str], labels: list[int], val_size: int, seed: int, cfg: dict) -> tuple[list, list, list]:
+    """A task's unlabeled pool and labeled dev split from its held-out texts (:func:`held_out_indices`): dev the
+    first ``dev_size``, the pool the next ones up to a merge set (val + pool) of ``merge_set_size``, fewer where
+    the source has fewer. Returns (pool, dev texts, dev labels)."""
+    rows = held_out_indices(texts, seed, (cfg["test_size"], cfg["val_size"], cfg["train_size"]))
+    dev = rows[:cfg["dev_size"]]
+    pool = rows[len(dev):len(dev) + max(cfg["merge_set_size"] - val_size, 0)]
+    return [texts[i] for i in pool], [texts[i] for i in dev], [labels[i] for i in dev]
+
+
+def task_study_splits(t_idx: int, cfg: dict) -> tuple[list, list, list]:
+    """:func:`study_splits` of task ``t_idx`` (reads its source: the data packages of ``setup.sh --build``)."""
+    texts, labels, _, (_, val, _) = task_split(t_idx, cfg)
+    return study_splits(texts, labels, len(val), cfg["seed"] + t_idx, cfg)
 
 
 def finetune_lora(encoder, head_weight: torch.Tensor, texts: list[str], labels: list[int], cfg: dict, seed: int, log,
@@ -221,6 +233,7 @@ def build(out: Path, log=print, **overrides) -> dict:
                        "rule": "de-duplicated (case/space-insensitive), shuffled, cut test | val | train"},
             "adapter": f"adapters/{spec['name']}", "data": f"data/{spec['name']}.json.gz",
         })
+        write_task_extra(out, tasks[-1], *study_splits(texts, labels, len(val), cfg["seed"] + t_idx, cfg), STUDY_RULE)
         log(f"[{spec['name']}] done in {time.perf_counter() - t0:.0f} s")
     from safetensors.torch import save_file
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from . import vision_sources as vs
 from .demo_text import finetune_lora
+from .extra import write_task_extra
 
 TASKS = [
     dict(name="fashion", title="Fashion-MNIST clothing", reader=lambda seed: vs.fashion_mnist("t10k"),
@@ -52,7 +53,7 @@ DEFAULTS = dict(seed=0, pretrain_steps=1500, pretrain_batch=128, pretrain_lr=2e-
                 hidden_size=128, layers=4, heads=4, mlp=256, patch=4,
                 steps=400, batch_size=64, lr=5e-3, r=8, alpha=16, logit_scale=20.0, head="prototype",
                 pretrained_base=None,
-                train_size=4000, val_size=256, test_size=500,
+                train_size=4000, val_size=256, test_size=500, dev_size=200, merge_set_size=4000,
                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
@@ -136,19 +137,28 @@ def train_side_rows(train: np.ndarray, dev: int, pool: int) -> tuple[np.ndarray,
     return train[len(train) - dev:], train[:pool]
 
 
-def train_side(t_idx: int, dev: int, pool: int, cfg: dict | None = None) -> tuple[list, list[int], list]:
-    """Labeled dev images and extra unlabeled pool images of task ``t_idx`` (:func:`train_side_rows`), flattened
-    as the zoo stores images. The sources of 8×8 digits, MNIST-5k, letters and glyph styles leave ≤ 244 images
-    outside the zoo's splits, so both come from the train split. The adapters were trained on these images: a
-    dev accuracy is in-sample for them, good for ranking settings, not an estimate of test accuracy."""
-    cfg = {**DEFAULTS, **(cfg or {})}
-    images, labels, _, (train, _, _) = task_split(t_idx, cfg)
-    try:
-        dev_rows, pool_rows = train_side_rows(train, dev, pool)
-    except ValueError as exc:
-        raise ValueError(f"task {TASKS[t_idx]['name']}: {exc}") from None
+STUDY_RULE = ("dev: the last images of the train split's seeded order; pool: its first images, unlabeled; "
+              "disjoint from val and test (the adapters were trained on both, so dev accuracies are in-sample)")
+
+
+def study_splits(images: np.ndarray, labels: np.ndarray, train: np.ndarray, val_size: int, cfg: dict
+                 ) -> tuple[list, list, list]:
+    """A task's unlabeled pool and labeled dev split from its train split (:func:`train_side_rows`): dev the last
+    ``dev_size`` images, the pool the first ones up to a merge set (val + pool) of ``merge_set_size``, fewer where
+    the train split is smaller (8×8 digits). The sources of 8×8 digits, MNIST-5k, letters and glyph styles leave
+    ≤ 244 images outside the zoo's splits, hence the train side. Returns (pool, dev images, dev labels), flattened
+    as the zoo stores images."""
+    dev = min(cfg["dev_size"], len(train))
+    pool = min(max(cfg["merge_set_size"] - val_size, 0), len(train) - dev)
+    dev_rows, pool_rows = train_side_rows(train, dev, pool)
     flat = lambda rows: images[rows].reshape(len(rows), int(np.prod(images.shape[1:]))).tolist()  # noqa: E731
-    return flat(dev_rows), labels[dev_rows].tolist(), flat(pool_rows)
+    return flat(pool_rows), flat(dev_rows), labels[dev_rows].tolist()
+
+
+def task_study_splits(t_idx: int, cfg: dict) -> tuple[list, list, list]:
+    """:func:`study_splits` of task ``t_idx`` (reads its source: the data packages of ``setup.sh --build``)."""
+    images, labels, _, (train, val, _) = task_split(t_idx, cfg)
+    return study_splits(images, labels, train, len(val), cfg)
 
 
 def fit_probe_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int, logit_scale: float,
@@ -211,6 +221,7 @@ def build(out: Path, log=print, **overrides) -> dict:
                        "rule": "seeded permutation, cut test | val | train"},
             "adapter": f"adapters/{spec['name']}", "data": f"data/{spec['name']}.json.gz",
         })
+        write_task_extra(out, tasks[-1], *study_splits(images, labels, train, len(val), cfg), STUDY_RULE)
         log(f"[{spec['name']}] done in {time.perf_counter() - t0:.0f} s")
     save_file(heads, str(out / "heads.safetensors"))
     return {
