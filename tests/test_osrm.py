@@ -165,3 +165,16 @@ def test_shared_init_twin_starts_every_task_from_one_A(tmp_path):
         return sum(gaps) / len(gaps)
 
     assert spread(twin) < 0.5 * spread(open_zoo(std))
+
+
+def test_rank_twin_retrains_every_adapter_at_the_new_rank_with_the_same_scale(tmp_path):
+    from tara_core.recipes.osrm import build_rank_zoo
+
+    std = open_zoo(build_tiny_zoo(tmp_path))
+    twin = open_zoo(build_rank_zoo(str(std.folder), tmp_path, rank=3, log=lambda *a: None))
+    assert twin.name == "tiny-text-r3" and twin.task_names == std.task_names and twin.manifest.lora["r"] == 3
+    for a, b in zip(std.adapters.adapters, twin.adapters.adapters):
+        assert set(b.ranks.values()) == {3} and set(a.ranks.values()) != {3}
+        assert b.config["lora_alpha"] / 3 == pytest.approx(a.config["lora_alpha"] / a.config["r"])  # α / r kept
+        assert all(m.B.abs().max() > 0 for m in b.modules.values())  # fine-tuned
+    assert all(t.individual_accuracy is not None for t in twin.manifest.tasks)  # measured on the new adapters

@@ -65,7 +65,7 @@ class PreferenceConfig(BaseModel):
     the fit (Pareto set learning over ρ ~ Dirichlet), its objective, and the optional per-ρ refinement."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(240, ge=0, le=100_000, description="fit steps, one sampled ρ and one batch per task each")
+    steps: int = Field(220, ge=0, le=100_000, description="fit steps, one sampled ρ and one batch per task each")
     lr: float = Field(5e-3, gt=0, le=1.0, description="Adam learning rate of the shared profile and per-task scales")
     schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate over the fit: constant, "
                                                                           "or cosine decay from lr to 0")

@@ -86,10 +86,23 @@ def build_shared_init_zoo(zoo_name: str, out_root: Path, overwrite: bool = False
                        overwrite=overwrite, log=log)
 
 
+def build_rank_zoo(zoo_name: str, out_root: Path, rank: int, overwrite: bool = False, log=print) -> Path:
+    """The zoo's adapters re-trained at LoRA rank ``rank`` from PEFT's own initialization (the recipe's seeds,
+    data order and steps; α scaled with the rank, so α / r and the update's scale stay the recipe's):
+    ``<zoo>-r<rank>``, the adapter-rank factor of the fidelity study."""
+    from ..zoo import open_zoo
+
+    zoo = open_zoo(zoo_name)
+    return retrain_zoo(zoo, f"{zoo.name}-r{rank}", out_root, lambda t: {}, False,
+                       f"Adapters re-trained at rank {rank} (α / r kept)", {"rank": {"from": zoo.name, "r": rank}},
+                       overwrite=overwrite, log=log, rank=rank)
+
+
 def retrain_zoo(zoo, name: str, out_root: Path, initial_A, freeze_A: bool, note: str, build_info: dict,
-                overwrite: bool = False, log=print, start: float | None = None) -> Path:
+                overwrite: bool = False, log=print, start: float | None = None, rank: int | None = None) -> Path:
     """A twin of ``zoo`` whose adapters are fine-tuned again by its recipe (same tasks, heads, data, ranks, steps
-    and seeds) from ``initial_A(t)`` ({module: r × d_in}) for task t; B starts at 0. A complete, sealed zoo."""
+    and seeds) from ``initial_A(t)`` ({module: r × d_in}; empty: PEFT's initialization) for task t; B starts at 0.
+    ``rank``: every adapter at this rank instead, α scaled by rank / r. A complete, sealed zoo."""
     from . import finalize_manifest
     from ..zoo import write_manifest
 
@@ -108,6 +121,9 @@ def retrain_zoo(zoo, name: str, out_root: Path, initial_A, freeze_A: bool, note:
         for t, task in enumerate(zoo.manifest.tasks):
             t0 = time.perf_counter()
             task_cfg = _task_lora_config(zoo, t, cfg)
+            if rank is not None:
+                alpha = task_cfg["alpha"] * rank / task_cfg["r"]
+                task_cfg = {**task_cfg, "r": rank, "alpha": int(alpha) if alpha == int(alpha) else alpha}
             init_A = initial_A(t)
             inputs, labels, _, (train, _, _) = recipe.task_split(t, cfg)
             train_inputs = inputs[train] if hasattr(inputs, "shape") else [inputs[i] for i in train]
@@ -122,6 +138,11 @@ def retrain_zoo(zoo, name: str, out_root: Path, initial_A, freeze_A: bool, note:
         manifest["description"] = f"{zoo.manifest.description} {note}" + (", A frozen during fine-tuning." if freeze_A
                                                                           else ".")
         manifest["build"] = {"recipe": build["recipe"], "config": cfg, **build_info}
+        if rank is not None:  # the recipe-level record, scaled as each task's was
+            lora = manifest["lora"]
+            if "lora_alpha" in lora and lora.get("r"):
+                lora["lora_alpha"] = lora["lora_alpha"] * rank / lora["r"]
+            lora["r"] = rank
         for task in manifest["tasks"]:
             for k in ("individual_accuracy", "anchor_entropy"):
                 task[k] = None
