@@ -50,7 +50,8 @@ def zoo_input(zoo, tasks: list[int] | None = None) -> dict:
     from .preference import zoo_fingerprint
 
     tasks = list(range(len(zoo.task_names))) if tasks is None else list(tasks)
-    used = [zoo.manifest.heads] + [zoo.manifest.tasks[i].data for i in tasks]
+    used = [zoo.manifest.heads] + [rel for i in tasks for rel in (zoo.manifest.tasks[i].data,
+                                                                     zoo.manifest.tasks[i].extra) if rel]
     return {"name": zoo.name, "folder": str(zoo.folder), "fingerprint": zoo_fingerprint(zoo),
             "tasks": [zoo.task_names[i] for i in tasks],
             "data": {rel: zoo.manifest.files.get(rel) for rel in used},

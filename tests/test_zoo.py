@@ -531,3 +531,26 @@ def test_a_zoo_extra_file_that_disagrees_with_its_manifest_is_refused(tiny_zoo, 
         extend_zoo(folder)
     with pytest.raises(ValueError, match="2 dev inputs but 1 labels"):
         write_task_extra(folder, manifest["tasks"][1], [], ["a", "b"], [0], "test")
+
+
+def test_recipe_pools_and_dev_splits_are_disjoint_from_the_shipped_splits_and_capped():
+    import numpy as np
+
+    from tara_core.recipes import demo_text, demo_vision
+
+    texts = [f"text {i}" for i in range(100)]
+    labels = [i % 3 for i in range(100)]
+    cfg = {"test_size": 10, "val_size": 5, "train_size": 20, "dev_size": 8, "merge_set_size": 30}
+    train, val, test = split_indices(texts, seed=3, sizes=(10, 5, 20))
+    pool, dev, dev_y = demo_text.study_splits(texts, labels, len(val), 3, cfg)
+    assert (len(pool), len(dev)) == (25, 8) and dev_y == [labels[texts.index(x)] for x in dev]
+    shipped = {texts[i] for i in train + val + test}
+    assert not (set(pool) | set(dev)) & shipped and not set(pool) & set(dev)
+    pool, dev, _ = demo_text.study_splits(texts, labels, len(val), 3, {**cfg, "merge_set_size": 1000})
+    assert len(pool) == 100 - 35 - 8  # all the source leaves
+
+    images = np.arange(60 * 4, dtype=np.uint8).reshape(60, 2, 2)
+    train = np.arange(20, 60)
+    pool, dev, dev_y = demo_vision.study_splits(images, np.arange(60) % 4, train, 10, {**cfg, "merge_set_size": 1000})
+    assert (len(pool), len(dev)) == (32, 8) and dev_y == [int(r) % 4 for r in train[-8:]]
+    assert [p[0] // 4 for p in pool] == train[:32].tolist() and [d[0] // 4 for d in dev] == train[-8:].tolist()
