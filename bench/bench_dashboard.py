@@ -57,6 +57,13 @@ def wait_metric_change(page, old: float, timeout: float = 300_000) -> None:
            }""", arg=[LABEL, old], timeout=timeout)
 
 
+def wait_computed(page, settle_ms: int = 1000) -> None:
+    """Until the Merge page's larger evaluation is shown ("computing on …" gone) and Streamlit is idle
+    (``settle_ms``: see ``wait_idle``)."""
+    page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
+    wait_idle(page, 300_000, settle_ms=settle_ms)
+
+
 def main() -> None:
     from bench_preference import cpu_name
     from tara_core.precision import bf16_is_native
@@ -116,8 +123,7 @@ def main() -> None:
             wait_metric_change(page, old)
             shown = time.perf_counter() - t0
             quick = metric_value(page, LABEL)
-            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
-            wait_idle(page, 300_000, settle_ms=0)
+            wait_computed(page, settle_ms=0)
             moves.append({"to": to, "shown": shown, "idle": time.perf_counter() - t0,
                           "change quick": quick - old, "change final": metric_value(page, LABEL) - old,
                           "weighted": metric_value(page, WEIGHTED) - old_weighted,
@@ -131,8 +137,7 @@ def main() -> None:
             wait_metric_change(page, old)
             shown = time.perf_counter() - t0
             far.append({"to": f"{frac:.0%} of the track", "shown": shown})
-            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
-            wait_idle(page, 300_000, settle_ms=0)
+            wait_computed(page, settle_ms=0)
         second = page.locator("[data-testid=stSidebar]").get_by_role("slider").nth(1)
         second_task = second.get_attribute("aria-label")
         for k in range(args.rapid):
@@ -147,13 +152,11 @@ def main() -> None:
             thumb.press(key)
             page.get_by_text(f"{first_task} (ρ =").wait_for(timeout=300_000)
             rapid.append({"to": "0" if key == "Home" else "1", "shown": time.perf_counter() - t0})
-            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
-            wait_idle(page, 300_000)
+            wait_computed(page)
         if args.screenshot:  # untimed: the first task dropped (ρ = 0), what a user sees after the drag
             thumb.focus()
             thumb.press("Home")
-            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
-            wait_idle(page, 300_000)
+            wait_computed(page)
             page.screenshot(path=args.screenshot, full_page=True)
         if args.other_clicks:  # a new session: its first view, then clicks mid-track on other sliders
             page.goto(url)
@@ -171,12 +174,10 @@ def main() -> None:
             page.mouse.click(box["x"] + frac * box["width"], box["y"] + box["height"] / 2)
             page.get_by_text(f"{name} (ρ =").wait_for(timeout=300_000)  # the moved task's metric: its estimate
             others.append({"slider": name, "at": frac, "shown": time.perf_counter() - t0})
-            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
-            wait_idle(page, 300_000, settle_ms=0)
+            wait_computed(page, settle_ms=0)
             other.focus()
             other.press("End")
-            page.wait_for_function("() => !document.body.innerText.includes('computing on')", timeout=300_000)
-            wait_idle(page, 300_000, settle_ms=0)
+            wait_computed(page, settle_ms=0)
     shutil.rmtree(cache, ignore_errors=True)
     where = f"{cpu_name()}, fp32 unless bf16 is native (native: {bf16_is_native('cpu')})"
     t1 = Table(title=f"{args.zoo}: first view of each page (real server, Chromium; {where})")
