@@ -25,8 +25,9 @@ from .objective import entropy, scalarize, sharpen, task_loss, validate_rho
 from .precision import autocast
 from .tara import Parameterization, build_parameterization, choose_mode, install_side_path_hooks, side_paths
 
-__all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "reference_steps", "task_logits", "task_entropies",
-           "task_losses", "expert_probabilities", "reference_losses", "ta_kl_start", "TA_KL_GRID", "parse_config"]
+__all__ = ["OptimizeConfig", "MergeData", "OptimizeResult", "optimize", "reference_steps", "task_logits",
+           "task_entropies", "task_losses", "expert_probabilities", "reference_losses", "ta_kl_losses", "ta_kl_start",
+           "TA_KL_GRID", "parse_config"]
 
 
 @dataclass
@@ -178,9 +179,10 @@ def reference_losses(data: MergeData, param: Parameterization, phi: dict[str, to
     return (total / max(count, 1)).float()
 
 
-def objective_terms(data: MergeData, cfg, param: Parameterization, adapters: AdapterSet):
+def objective_terms(data: MergeData, cfg, param: Parameterization, adapters: AdapterSet,
+                    f_ta: torch.Tensor | None = None):
     """(anchors z, gap scale or None) of a config: z = the zoo's anchors for ``entropy``, 0 for ``kl``; the
-    ``ta`` gap scale = |f(TA) − z| measured at φ ≡ φ_init."""
+    ``ta`` gap scale = |f(TA) − z| measured at φ ≡ φ_init (``f_ta``: those losses when already measured)."""
     if cfg.loss == "kl":
         if data.teachers is None:
             data.teachers = expert_probabilities(data, adapters)
@@ -191,8 +193,9 @@ def objective_terms(data: MergeData, cfg, param: Parameterization, adapters: Ada
             raise MergeError(f"scalarization {cfg.scalarization!r} needs anchors z_i; use scalarization=linear")
     scale = None
     if cfg.gap == "ta":
-        f_ta = reference_losses(data, param, param.initial(cfg.phi_init), cfg.loss,
-                                fan_in_fan_out=adapters.fan_in_fan_out)
+        if f_ta is None:
+            f_ta = reference_losses(data, param, param.initial(cfg.phi_init), cfg.loss,
+                                    fan_in_fan_out=adapters.fan_in_fan_out)
         scale = (f_ta - anchors.to(f_ta.dtype)).abs().clamp_min(1e-4)
     return anchors, scale
 
@@ -200,17 +203,23 @@ def objective_terms(data: MergeData, cfg, param: Parameterization, adapters: Ada
 TA_KL_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 
 
-def ta_kl_start(data: MergeData, param: Parameterization, adapters: AdapterSet,
-                grid: Sequence[float] = TA_KL_GRID, rows: int = 64) -> tuple[float, dict[float, float]]:
-    """The label-free start φ ≡ λ (``start=ta-kl``): of Task Arithmetic's λ in ``grid`` (φ ≡ λ is TA with λ in
-    every variant), the one whose merge has the smallest mean over tasks of KL(p_adapter_i ‖ p_merged) on the
-    first ``rows`` unlabeled inputs of task i. Returns (λ, {λ: mean KL}). On the demo zoos it picks the λ a
-    labeled dev split picks (demo-vision 0.15, demo-text 0.4; README). The experts' predictions are computed
+def ta_kl_losses(data: MergeData, param: Parameterization, adapters: AdapterSet,
+                 grid: Sequence[float] = TA_KL_GRID, rows: int = 64) -> dict[float, torch.Tensor]:
+    """{λ: per-task KL(p_adapter_i ‖ p_merged)} of Task Arithmetic's merge at each λ in ``grid`` (φ ≡ λ is TA with
+    λ in every variant), on the first ``rows`` unlabeled inputs of task i. The experts' predictions are computed
     on those rows only, unless ``data`` already holds them (the ``kl`` loss needs them on every row)."""
     if data.teachers is None:
         data = replace(data, teachers=expert_probabilities(data, adapters, rows=rows))
-    kl = {float(lam): float(reference_losses(data, param, param.initial(lam), "kl", rows=rows,
-                                             fan_in_fan_out=adapters.fan_in_fan_out).mean()) for lam in grid}
+    return {float(lam): reference_losses(data, param, param.initial(lam), "kl", rows=rows,
+                                         fan_in_fan_out=adapters.fan_in_fan_out) for lam in grid}
+
+
+def ta_kl_start(data: MergeData, param: Parameterization, adapters: AdapterSet,
+                grid: Sequence[float] = TA_KL_GRID, rows: int = 64) -> tuple[float, dict[float, float]]:
+    """The label-free start φ ≡ λ (``start=ta-kl``): of Task Arithmetic's λ in ``grid``, the one whose merge has
+    the smallest mean over tasks of KL(p_adapter_i ‖ p_merged) (:func:`ta_kl_losses`). Returns (λ, {λ: mean
+    KL}). On the demo zoos it picks the λ a labeled dev split picks (demo-vision 0.15, demo-text 0.4; README)."""
+    kl = {lam: float(v.mean()) for lam, v in ta_kl_losses(data, param, adapters, grid, rows).items()}
     return min(kl, key=kl.get), kl
 
 
@@ -295,11 +304,16 @@ def optimize(
     device = getattr(data.backbone, "device", "cpu")
     param.to(device)  # the factors live where the backbone runs (a no-op on CPU)
     param.clamp = clamp
-    start_kl = None
+    start_kl = f_ta = None
     if cfg.start == "ta-kl" and warm_start is None:
-        chosen, start_kl = ta_kl_start(data, param, adapters)
+        if cfg.loss == "kl" and data.teachers is None:  # every row, once: the start and the loss share them
+            data.teachers = expert_probabilities(data, adapters)
+        losses = ta_kl_losses(data, param, adapters)
+        start_kl = {lam: float(v.mean()) for lam, v in losses.items()}
+        chosen = min(start_kl, key=start_kl.get)
         cfg = cfg.model_copy(update={"phi_init": chosen})  # the start, and the TA point of ``ta`` gaps
-    anchors, scale = objective_terms(data, cfg, param, adapters)
+        f_ta = losses[chosen] if cfg.loss == "kl" else None  # the kl loss at that TA point: measured already
+    anchors, scale = objective_terms(data, cfg, param, adapters, f_ta)
     if warm_start is not None:
         if set(warm_start) != set(param.shapes) or any(warm_start[k].shape != param.shapes[k] for k in warm_start):
             raise MergeError("warm_start φ does not match this variant and adapter set")

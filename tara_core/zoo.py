@@ -11,7 +11,8 @@ A zoo is a folder with ``zoo.json`` (validated by :class:`ZooManifest`) and the 
 ``val`` is the unlabeled split merging methods may look at (TARA, AdaMerging); ``test`` is for evaluation
 only. The optional extra file holds a larger **unlabeled pool** (a merge set of more than ``val``:
 ``merge_set``) and a **labeled dev split** for choosing hyperparameters without touching test; both are
-disjoint from val and test, are read only when asked for (:meth:`Zoo.extra`), and their sizes are recorded. The split sizes and seed are recorded per task; ``zoo verify`` re-hashes every file and checks that
+disjoint from val and test, are read only when asked for (:meth:`Zoo.extra`), and their sizes are recorded.
+The split sizes and seed are recorded per task; ``zoo verify`` re-hashes every file and checks that
 the shipped adapters reproduce the recorded individual accuracies.
 """
 from __future__ import annotations
@@ -293,7 +294,8 @@ class Zoo:
                 dev_inputs, dev_labels = list(dev["inputs"]), torch.tensor(dev["labels"], dtype=torch.long)
             except (OSError, ValueError, KeyError, EOFError, TypeError) as exc:
                 raise ZooError(f"{path}: cannot read the task's pool and dev split ({exc})") from None
-            if len(pool) != info.splits.pool or len(dev_inputs) != info.splits.dev or len(dev_labels) != len(dev_inputs):
+            sizes = (len(pool), len(dev_inputs), len(dev_labels))
+            if sizes != (info.splits.pool, info.splits.dev, info.splits.dev):
                 raise ZooError(f"{path}: pool or dev sizes differ from the manifest")
             if dev_labels.numel() and (dev_labels.min() < 0 or dev_labels.max() >= len(info.classes)):
                 raise ZooError(f"{path}: dev labels outside the task's {len(info.classes)} classes")

@@ -323,3 +323,23 @@ def test_ta_kl_start_is_the_ta_lambda_closest_to_the_experts(zoo):
     assert all(torch.allclose(v, torch.full_like(v, chosen)) for v in res.phi.values())  # φ ≡ λ, no steps taken
     fixed = optimize(data, zoo.adapters, "tara-b", config={"steps": 0})
     assert fixed.config["phi_init"] == 0.4 and "start_kl" not in fixed.config  # the paper's start by default
+
+
+def test_kl_loss_from_the_ta_kl_start_predicts_the_experts_once_and_reuses_the_start_losses(zoo, monkeypatch):
+    """With ``loss=kl`` and ``start=ta-kl`` the experts' predictions are computed once on every row (the start
+    scores its first rows with them) and the ``ta`` gap scale is the start's KL at the chosen λ: the same numbers
+    as measuring it again."""
+    import tara_core.optimize as opt
+
+    calls = []
+    real = opt.expert_probabilities
+    monkeypatch.setattr(opt, "expert_probabilities", lambda *a, **k: calls.append(k.get("rows")) or real(*a, **k))
+    data = MergeData.from_zoo(zoo)
+    res = optimize(data, zoo.adapters, "tara-b", config={"start": "ta-kl", "loss": "kl", "gap": "ta", "steps": 1})
+    assert calls == [None] and data.teachers is not None  # once, on every row
+    chosen = res.config["phi_init"]
+    cfg = opt.parse_config({"loss": "kl", "gap": "ta", "phi_init": chosen})
+    _, scale = opt.objective_terms(data, cfg, res.param, zoo.adapters)  # measured again at φ ≡ chosen λ
+    _, reused = opt.objective_terms(data, cfg, res.param, zoo.adapters,
+                                    opt.ta_kl_losses(data, res.param, zoo.adapters)[chosen])
+    torch.testing.assert_close(reused, scale)

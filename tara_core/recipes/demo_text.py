@@ -129,7 +129,8 @@ def _embed(encoder, texts: list[str], model=None, batch_size: int = 128) -> torc
 
 
 STUDY_RULE = ("dev: the first held-out texts (de-duplicated, same seeded shuffle, after test | val | train); "
-              "pool: the held-out texts after them, unlabeled; disjoint from every split and the adapters' training data")
+              "pool: the held-out texts after them, unlabeled; disjoint from every split and the adapters' "
+              "training data")
 
 
 def study_splits(texts: list[str], labels: list[int], val_size: int, seed: int, cfg: dict) -> tuple[list, list, list]:
