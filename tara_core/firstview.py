@@ -211,6 +211,11 @@ def precompute(zoo, log: Callable[[str], None] = print, osrm_pair: bool = False,
         log(f"first views: the quick estimate of every slider's values from the first view ({m['method']})")
         for rho in first_view_rhos(n):
             evaluation(zoo, m["method"], rho=rho, limit=m["preview"])
+        if n > 1:  # a slider dragged to 0 is the Merge page's most common move: its larger result ships too
+            log(f"first views: each task dropped (its slider at 0) on {m['limit']} test examples per task")
+            for k in range(n):
+                evaluation(zoo, m["method"], rho=normalized_rho([0.0 if i == k else 1.0 for i in range(n)]),
+                           limit=m["limit"])
         c = DEFAULTS["compare"]
         for method in c["methods"]:
             log(f"first views: compare · {method}")

@@ -344,6 +344,9 @@ def test_precompute_ships_the_preference_model_and_first_views(tiny_zoo, tmp_pat
     monkeypatch.setattr(run, "run_method", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
     n = len(zoo.task_names)
     assert firstview.evaluation(zoo, "tara-b-pareto", rho=[1 / n] * n, limit=10)["accuracy"]
+    for k in range(n):  # each slider dragged to 0: the larger result too, not only the quick estimate
+        drop = firstview.normalized_rho([0.0 if i == k else 1.0 for i in range(n)])
+        assert firstview.evaluation(zoo, "tara-b-pareto", rho=drop, limit=10)["accuracy"]
     assert firstview.evaluation(zoo, "ta", limit=10)["accuracy"]
     assert len(firstview.coverage_frame(zoo)) > 0
     assert firstview.ships_first_views(zoo) and not firstview.ships_first_views(open_zoo(tiny_zoo))
