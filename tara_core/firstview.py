@@ -104,10 +104,11 @@ def preference_source(zoo, method: str, params: dict | None, tasks: Sequence[int
 
 def evaluation(zoo, method: str, params: dict | None = None, tasks: Sequence[int] | None = None,
                rho: Sequence[float] | None = None, limit: int | None = None, bf16: bool = False,
-               progress: Callable[[int, int], None] | None = None) -> dict:
+               progress: Callable[[int, int], None] | None = None, stored_only: bool = False) -> dict | None:
     """Test accuracy per task of ``method`` on ``tasks`` at ``rho`` (data-driven methods) on the first
     ``limit`` test examples, with the merge and evaluation seconds of the run that computed it.
-    ``progress(done, total)`` is called after each task's evaluation when it is computed (not when stored)."""
+    ``progress(done, total)`` is called after each task's evaluation when it is computed (not when stored);
+    ``stored_only``: None unless it is shipped or cached (nothing is computed)."""
     import time
 
     from .evaluate import evaluate
@@ -130,7 +131,7 @@ def evaluation(zoo, method: str, params: dict | None = None, tasks: Sequence[int
         acc = evaluate(zoo, result, tasks=tasks, limit=limit, bf16=bf16, progress=progress)
         return {"accuracy": acc, "merge_seconds": merged, "seconds": time.perf_counter() - start}
 
-    return cached_result(zoo, "evaluation", key, compute)
+    return cached_result(zoo, "evaluation", key, None if stored_only else compute)
 
 
 def individual(zoo, tasks: Sequence[int] | None = None, limit: int | None = None, bf16: bool = False) -> dict:

@@ -86,8 +86,9 @@ def results_used() -> set[str]:
     return set() if used is None else set(used)
 
 
-def cached_result(zoo, kind: str, key: dict, compute: Callable[[], Any]) -> Any:
-    """The stored result of ``compute()`` for (zoo, kind, key), computing and storing it when absent."""
+def cached_result(zoo, kind: str, key: dict, compute: Callable[[], Any] | None) -> Any:
+    """The stored result of ``compute()`` for (zoo, kind, key), computing and storing it when absent
+    (``compute`` None: only look it up; None when it is not stored)."""
     from .export import atomic_file_write
     from .cache import cache_root
     from .preference import zoo_fingerprint
@@ -102,6 +103,8 @@ def cached_result(zoo, kind: str, key: dict, compute: Callable[[], Any]) -> Any:
         found = _read(folder / name, kind, key)
         if found is not None:
             return found
+    if compute is None:
+        return None
     value = compute()
     payload = {"kind": kind, "key": _normalized_key(key), "zoo": zoo.name, **_encode(value)}
     out = (target or cache_dir) / name

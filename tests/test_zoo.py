@@ -347,6 +347,8 @@ def test_precompute_ships_the_preference_model_and_first_views(tiny_zoo, tmp_pat
     for k in range(n):  # each slider dragged to 0: the larger result too, not only the quick estimate
         drop = firstview.normalized_rho([0.0 if i == k else 1.0 for i in range(n)])
         assert firstview.evaluation(zoo, "tara-b-pareto", rho=drop, limit=10)["accuracy"]
+        assert firstview.evaluation(zoo, "tara-b-pareto", rho=drop, limit=10, stored_only=True)["accuracy"]
+    assert firstview.evaluation(zoo, "tara-b-pareto", rho=[0.2, 0.3, 0.5], limit=10, stored_only=True) is None
     assert firstview.evaluation(zoo, "ta", limit=10)["accuracy"]
     assert len(firstview.coverage_frame(zoo)) > 0
     assert firstview.ships_first_views(zoo) and not firstview.ships_first_views(open_zoo(tiny_zoo))
