@@ -267,18 +267,19 @@ if spec.data_driven:
         """This method's accuracies at uniform ρ (disk-cached, shipped for the first view)."""
         return cached_eval(zoo.name, method, (), tuple(tasks), n, bf16, uniform_key)["accuracy"] if spec.preference_of else None
 
-    stored = None  # the larger result when shipped or computed before (a drop, a restore): shown at once
-    if source == "model" and quick < min(limit, available):
-        stored = evaluation(zoo, method, {}, tasks, rho=list(rho_key), limit=int(limit), bf16=bf16, stored_only=True)
+    larger = quick < min(limit, available)
+    # the larger result when shipped or computed before (a drop, a restore): shown at once, no estimate first
+    stored = (evaluation(zoo, method, {}, tasks, rho=list(rho_key), limit=int(limit), bf16=bf16, stored_only=True)
+              if larger and source == "model" else None)
     if stored is not None:
         draw(stored["accuracy"], int(limit), True, box, uniform(int(limit)))
     else:
-        draw(evaluations(merged, quick), quick, quick >= min(limit, available), box, uniform(quick))
-    if stored is None and quick < min(limit, available):
-        status = st.empty()
-        final = evaluations(merged, int(limit), status)
-        status.empty()
-        draw(final, int(limit), True, box, uniform(int(limit)))
+        draw(evaluations(merged, quick), quick, not larger, box, uniform(quick))
+        if larger:
+            status = st.empty()
+            final = evaluations(merged, int(limit), status)
+            status.empty()
+            draw(final, int(limit), True, box, uniform(int(limit)))
     phi_panel(phi, param)
     download(merged)
     if spec.preference_of and prefetch and source == "model":

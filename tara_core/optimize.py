@@ -214,12 +214,11 @@ def ta_kl_losses(data: MergeData, param: Parameterization, adapters: AdapterSet,
                                          fan_in_fan_out=adapters.fan_in_fan_out) for lam in grid}
 
 
-def ta_kl_start(data: MergeData, param: Parameterization, adapters: AdapterSet,
-                grid: Sequence[float] = TA_KL_GRID, rows: int = 64) -> tuple[float, dict[float, float]]:
-    """The label-free start φ ≡ λ (``start=ta-kl``): of Task Arithmetic's λ in ``grid``, the one whose merge has
-    the smallest mean over tasks of KL(p_adapter_i ‖ p_merged) (:func:`ta_kl_losses`). Returns (λ, {λ: mean
-    KL}). On the demo zoos it picks the λ a labeled dev split picks (demo-vision 0.15, demo-text 0.4; README)."""
-    kl = {lam: float(v.mean()) for lam, v in ta_kl_losses(data, param, adapters, grid, rows).items()}
+def ta_kl_start(losses: dict[float, torch.Tensor]) -> tuple[float, dict[float, float]]:
+    """The label-free start φ ≡ λ (``start=ta-kl``) from :func:`ta_kl_losses`: the λ whose TA merge has the
+    smallest mean over tasks of KL(p_adapter_i ‖ p_merged). Returns (λ, {λ: mean KL}). On the demo zoos it picks
+    the λ a labeled dev split picks (demo-vision 0.15, demo-text 0.4; README)."""
+    kl = {lam: float(v.mean()) for lam, v in losses.items()}
     return min(kl, key=kl.get), kl
 
 
@@ -309,8 +308,7 @@ def optimize(
         if cfg.loss == "kl" and data.teachers is None:  # every row, once: the start and the loss share them
             data.teachers = expert_probabilities(data, adapters)
         losses = ta_kl_losses(data, param, adapters)
-        start_kl = {lam: float(v.mean()) for lam, v in losses.items()}
-        chosen = min(start_kl, key=start_kl.get)
+        chosen, start_kl = ta_kl_start(losses)
         cfg = cfg.model_copy(update={"phi_init": chosen})  # the start, and the TA point of ``ta`` gaps
         f_ta = losses[chosen] if cfg.loss == "kl" else None  # the kl loss at that TA point: measured already
     anchors, scale = objective_terms(data, cfg, param, adapters, f_ta)

@@ -34,7 +34,8 @@ def run_method(zoo, method: str, params: dict | None = None, rho: Sequence[float
     if spec.preference_of:
         return run_preference(zoo, spec.name, resolved, rho, tasks, adapters, param=param, progress=progress,
                               should_cancel=should_cancel)
-    record = optimize(MergeData.from_zoo(zoo, tasks, resolved.get("merge_set")), adapters, method, rho=rho, config=resolved,
+    data = MergeData.from_zoo(zoo, tasks, resolved.get("merge_set"))
+    record = optimize(data, adapters, method, rho=rho, config=resolved,
                       warm_start=warm_start, param=param, progress=progress, should_cancel=should_cancel,
                       on_best=on_best, on_step=on_step)
     return to_merge_result(record, adapters, method), record

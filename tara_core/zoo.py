@@ -155,6 +155,11 @@ class TaskData:
         return self.info.name
 
 
+def _check_labels(path: Path, labels: torch.Tensor, task: TaskInfo, what: str) -> None:
+    if labels.numel() and (labels.min() < 0 or labels.max() >= len(task.classes)):
+        raise ZooError(f"{path}: {what} outside the task's {len(task.classes)} classes")
+
+
 class TaskExtra:
     """One task's optional study data: an unlabeled pool beyond val, and a labeled dev split."""
 
@@ -272,8 +277,7 @@ class Zoo:
                 raise ZooError(f"{path}: cannot read task data ({exc})") from None
             if len(inputs) != len(labels) or len(val) != t.splits.val or len(inputs) != t.splits.test:
                 raise ZooError(f"{path}: split sizes differ from the manifest")
-            if labels.numel() and (labels.min() < 0 or labels.max() >= len(t.classes)):
-                raise ZooError(f"{path}: labels outside the task's {len(t.classes)} classes")
+            _check_labels(path, labels, t, "labels")
             out.append(TaskData(t, val, inputs, labels))
         return out
 
@@ -297,8 +301,7 @@ class Zoo:
             sizes = (len(pool), len(dev_inputs), len(dev_labels))
             if sizes != (info.splits.pool, info.splits.dev, info.splits.dev):
                 raise ZooError(f"{path}: pool or dev sizes differ from the manifest")
-            if dev_labels.numel() and (dev_labels.min() < 0 or dev_labels.max() >= len(info.classes)):
-                raise ZooError(f"{path}: dev labels outside the task's {len(info.classes)} classes")
+            _check_labels(path, dev_labels, info, "dev labels")
             extra = TaskExtra(pool, dev_inputs, dev_labels)
         return self.memo.setdefault(key, extra)
 
