@@ -27,6 +27,12 @@ cols = st.columns(4)
 for col, (_, r) in zip(cols, overall.iterrows()):
     label = f"κ {r.basis.upper()}" + (" (current ρ)" if isinstance(r.rho, str) else "")
     col.metric(label, f"{r.value:.3g}")
+plain_overall = {r.basis: r.value for r in overall.itertuples() if not isinstance(r.rho, str)}
+if {"orth", "raw"} <= plain_overall.keys():
+    change = plain_overall["orth"] / plain_overall["raw"] - 1
+    better = "better" if change < 0 else "worse"
+    st.caption(f"κ(J) of all modules together: ORTH is {better} conditioned than RAW by {100 * abs(change):.0f} % "
+               "(the paper expects ORTH lower; README: the paper's findings on the demo zoos).")
 xi = df[(df.quantity == "xi") & (df.module == "all")]
 st.subheader("ξ over preference pairs (all modules)")
 heat = xi.pivot_table(index="pair", columns="basis", values="value")

@@ -175,12 +175,17 @@ def test_coverage_page(zoo_env):
     assert not at.exception, at.exception
     assert at.title[0].value == "Subspace coverage"
     assert "erank_rank1_stack" in set(at.dataframe[0].value.index)
+    shown = at.metric[0].value  # the ratio the caption reads out is the metric's
+    assert any(c.value.startswith(f"At {shown} these adapters'") for c in at.caption)
 
 
 def test_anisotropy_page(zoo_env):
     at = _app("pages/anisotropy.py", rho_task0=0.5)
     assert not at.exception, at.exception
     assert any(m.label.startswith("κ RAW") for m in at.metric)
+    kappa = {m.label: float(m.value) for m in at.metric if m.label in ("κ ORTH", "κ RAW")}
+    word = "better" if kappa["κ ORTH"] < kappa["κ RAW"] else "worse"
+    assert any(c.value.startswith(f"κ(J) of all modules together: ORTH is {word}") for c in at.caption)
 
 
 def test_pareto_page_redraws_for_new_pair(zoo_env):
