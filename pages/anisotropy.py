@@ -24,10 +24,13 @@ fig.update_layout(yaxis_title="κ(J) (log scale)", xaxis_title="layer", legend_t
 st.plotly_chart(fig, width="stretch", key="kappa_plot")
 overall = df[(df.module == "all") & df.quantity.str.startswith("kappa")]
 cols = st.columns(4)
+plain_overall = {}  # κ(J) of all modules per basis, without ρ weighting
 for col, (_, r) in zip(cols, overall.iterrows()):
-    label = f"κ {r.basis.upper()}" + (" (current ρ)" if isinstance(r.rho, str) else "")
+    weighted = isinstance(r.rho, str)
+    label = f"κ {r.basis.upper()}" + (" (current ρ)" if weighted else "")
     col.metric(label, f"{r.value:.3g}")
-plain_overall = {r.basis: r.value for r in overall.itertuples() if not isinstance(r.rho, str)}
+    if not weighted:
+        plain_overall[r.basis] = r.value
 if {"orth", "raw"} <= plain_overall.keys():
     change = plain_overall["orth"] / plain_overall["raw"] - 1
     better = "better" if change < 0 else "worse"

@@ -32,9 +32,10 @@ fig.update_layout(yaxis_title="effective rank", xaxis_title="layer", legend_titl
 st.plotly_chart(fig, width="stretch", key="coverage_plot")
 wide = df.pivot_table(index="quantity", columns="module", values="value", aggfunc="median").round(2)
 ratio = (df[df.quantity == "erank_rank1_stack"].value.sum() / df[df.quantity == "erank_per_task_sum"].value.sum())
-st.metric("rank-1 stack / per-task sum (all modules)", f"{100 * ratio:.0f} %")
+shown = f"{100 * ratio:.0f} %"
+st.metric("rank-1 stack / per-task sum (all modules)", shown)
 overlap = "barely overlap" if ratio >= 0.9 else "overlap"
-st.caption(f"At {100 * ratio:.0f} % these adapters' rank-1 directions {overlap}; the paper reports ≈ 70 % for its "
+st.caption(f"At {shown} these adapters' rank-1 directions {overlap}; the paper reports ≈ 70 % for its "
            "adapters, whose tasks share dominant directions of much wider layers (README: the paper's findings on "
            "the demo zoos).")
 st.caption("Median over layers, per module type:")
